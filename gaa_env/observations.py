@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from gaa_env.models import FunctionalModel
@@ -29,6 +30,19 @@ FEATURE_NAMES = (
     "prev_credit",         # α_{t-1, i}
     "quasi_loss",          # f_B(θ), the same in every row
 )
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FEATURE_LOW = np.array([-1.0, -20.0, -1e3, -1.0, -1.0, 0.0, 0.0], dtype=np.float32)
+FEATURE_HIGH = np.array([1.0, 20.0, 1e3, 1.0, 1.0, 1.0, 1e6], dtype=np.float32)
+
+
+def paper_bounds(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column bounds of :func:`paper_observation` (log-magnitude/p ≤ 8.9 for float32, sign/small
+    branch in [-1, 1], θ and f_B unbounded up to the float32 range, credit in [0, 1])."""
+    low = np.concatenate([np.tile([-1.0, -1.0], n), [-FLOAT32_MAX, 0.0], np.zeros(n)]).astype(np.float32)
+    high = np.concatenate([np.tile([9.0, 1.0], n), [FLOAT32_MAX, FLOAT32_MAX], np.ones(n)]).astype(np.float32)
+    return np.broadcast_to(low, (d, 3 * n + 2)), np.broadcast_to(high, (d, 3 * n + 2))
 
 
 def preprocess_gradient(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
@@ -73,5 +87,17 @@ def feature_observation(round_: RoundGradients, model: FunctionalModel, theta: t
         prev_credit.to(g.dtype),
         torch.full((len(g),), loss, dtype=g.dtype),
     ]
-    features = torch.stack(columns, dim=1).float()
-    return torch.nan_to_num(features, nan=0.0, posinf=1e3, neginf=-1e3)
+    features = torch.nan_to_num(torch.stack(columns, dim=1).float(), nan=0.0)
+    return torch.maximum(torch.minimum(features, torch.from_numpy(FEATURE_HIGH)), torch.from_numpy(FEATURE_LOW))
+
+
+def paper_column_means(round_: RoundGradients, theta: torch.Tensor, prev_credit: torch.Tensor) -> torch.Tensor:
+    """Column means of :func:`paper_observation` (``[3n+2]``) without building the ``[d, 3n+2]`` matrix.
+
+    The paper's policy applies one linear layer to every row and averages the rows; by linearity
+    that equals the layer applied to these means, so the GAA agent reads only them.
+    """
+    n = round_.received.shape[0]
+    grads = preprocess_gradient(round_.received).mean(dim=1).reshape(2 * n)
+    scalars = torch.stack([theta.mean(), torch.tensor(round_.quasi_loss, dtype=theta.dtype)])
+    return torch.cat([grads, scalars, prev_credit.to(theta.dtype)]).float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -10,12 +11,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from gaa_env.aggregators import Aggregator
 from gaa_env.aggregators.detection import detection_scores, gaa_plus
 from gaa_env.attacks import make_pattern, make_tampering
 from gaa_env.data import Dataset, load_dataset
 from gaa_env.envs.config import BENCHMARKS, GAAConfig
 from gaa_env.models import FunctionalModel, make_model
-from gaa_env.observations import FEATURE_NAMES, feature_observation, paper_observation
+from gaa_env.observations import FEATURE_HIGH, FEATURE_LOW, feature_observation, paper_bounds, paper_observation
 from gaa_env.simulator import DistributedSGD, RoundGradients, StepOutcome
 
 
@@ -39,7 +41,7 @@ class GAAEnv(gym.Env):
     sum 1. A wrong shape, NaN/Inf or (simplex) a negative entry or an all-zero vector raises ValueError.
 
     ## Observation Space
-    ``obs_mode="features"``: ``Box(-inf, inf, (n, 7), float32)``, one row per worker:
+    ``obs_mode="features"``: ``Box(low, high, (n, 7), float32)``, one row per worker:
 
     | col | feature | range |
     |-----|---------|-------|
@@ -49,9 +51,9 @@ class GAAEnv(gym.Env):
     | 3 | cos(g_i, mean of received) | [-1, 1] |
     | 4 | cos(g_i, previous update) | [-1, 1] |
     | 5 | previous credit α_{t-1,i} | [0, 1] |
-    | 6 | f_B(θ) | [0, inf) |
+    | 6 | f_B(θ) | [0, 1e6] |
 
-    ``obs_mode="paper"``: ``Box(-inf, inf, (d, 3n+2), float32)``, one row per model coordinate k:
+    ``obs_mode="paper"``: ``Box(low, high, (d, 3n+2), float32)`` (bounds per column), one row per model coordinate k:
     columns ``2i, 2i+1`` = log-magnitude/sign preprocessing of ``g_i[k]``; ``2n`` = θ[k];
     ``2n+1`` = f_B(θ); ``2n+2 … 3n+1`` = α_{t-1}. (d = 25,450 for MNIST: 3.9 M floats per step.)
 
@@ -102,10 +104,10 @@ class GAAEnv(gym.Env):
             grad_clip=cfg.grad_clip, eval_interval=cfg.eval_interval, test_size=cfg.test_size, seed=cfg.seed)
         n, d = cfg.n_workers, self.simulator.dim
         if cfg.obs_mode == "features":
-            shape: tuple[int, ...] = (n, len(FEATURE_NAMES))
+            low, high = np.tile(FEATURE_LOW, (n, 1)), np.tile(FEATURE_HIGH, (n, 1))
         else:
-            shape = (d, 3 * n + 2)
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
+            low, high = paper_bounds(n, d)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
         low = -1.0 if cfg.action_mode == "logits" else 0.0
         self.action_space = spaces.Box(low, 1.0, shape=(n,), dtype=np.float32)
         self._started = False
@@ -129,15 +131,34 @@ class GAAEnv(gym.Env):
         return self._observation(), self._info(None)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        credit = self.action_to_credit(action)
+        return self._advance(lambda sim: sim.step(credit))
+
+    def step_with_credit(self, credit: torch.Tensor) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Play one round with a credit vector given directly on the simplex (no action mapping).
+
+        For server-side agents such as GAA that produce α themselves, whatever ``action_mode`` is.
+        """
+        return self._advance(lambda sim: sim.step(credit))
+
+    def step_with_rule(self, aggregator: Aggregator) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Play one round with a classic aggregation rule instead of an action (rules as fixed policies).
+
+        Works for every rule, also those that are not convex combinations (median, Bulyan, ...):
+        their ``credit`` in ``info`` is then all zeros and detection scores are those of GAA+ on it.
+        """
+        return self._advance(lambda sim: sim.step_with(aggregator))
+
+    def _advance(self, play: Callable[[DistributedSGD], StepOutcome]
+                 ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        credit = self.action_to_credit(action)
         sim = self.simulator
         played = sim.current
         assert played is not None
-        outcome = sim.step(credit)
+        outcome = play(sim)
         if outcome.credit is not None and float(outcome.credit.sum()) > 0:
-            self.credit = outcome.credit
+            self.credit = outcome.credit.float()
         self._episode_round += 1
         sim.gather()
         reward = outcome.quasi_loss_before - outcome.quasi_loss_after

@@ -1,0 +1,87 @@
+"""Bulyan (El Mhamdi, Guerraoui, Rouault, ICML 2018)."""
+
+from __future__ import annotations
+
+import torch
+
+from gaa_env.aggregators.base import AggregationContext, AggregationResult, Aggregator
+from gaa_env.aggregators.krum import krum_scores
+from gaa_env.aggregators.ops import median_of_sorted, pairwise_sq_distances, sorted_column_chunks
+from gaa_env.aggregators.registry import register_aggregator
+
+
+def bulyan_selection(sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
+    """Indices of ``theta`` rows picked one at a time by Krum on the rows not yet picked.
+
+    At each step Krum scores the ``r`` remaining rows with ``k = r − f − 2`` neighbours among
+    them; ``k`` is kept in ``[1, r − 1]`` (the formula reaches 0 at the last step when ``f = 1``,
+    where Krum is undefined — the nearest remaining neighbour is used then). Returned sorted.
+    """
+    n = sq_dist.shape[0]
+    remaining = torch.ones(n, dtype=torch.bool, device=sq_dist.device)
+    picked = []
+    for _ in range(theta):  # inherently sequential: each pick changes the next scores
+        r = int(remaining.sum())
+        if r == 1:
+            best = int(remaining.nonzero()[0])
+        else:
+            k = min(max(r - f - 2, 1), r - 1)
+            best = int(torch.argmin(krum_scores(sq_dist, k, active=remaining)))
+        picked.append(best)
+        remaining[best] = False
+    return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
+
+
+def closest_to_median_mean(block: torch.Tensor, beta: int) -> torch.Tensor:
+    """Per column of a column-sorted ``[θ, c]`` block: mean of the ``β`` values closest to the median.
+
+    The ``β`` values nearest to a point form a contiguous window of the sorted column; the window
+    whose farther end is nearest to the median is such a set (ties: the leftmost window).
+    """
+    theta = block.shape[0]
+    med = median_of_sorted(block)
+    n_windows = theta - beta + 1
+    left = med - block[:n_windows]
+    right = block[beta - 1:beta - 1 + n_windows] - med
+    start = torch.maximum(left, right).argmin(dim=0)
+    offsets = torch.arange(beta, device=block.device).unsqueeze(1)
+    return torch.gather(block, 0, start.unsqueeze(0) + offsets).mean(dim=0)
+
+
+@register_aggregator("bulyan")
+class Bulyan(Aggregator):
+    """Bulyan over Krum.
+
+    1. Selection: ``θ = n − 2f`` rows, one at a time, each the Krum winner (squared distances,
+       ``n' − f − 2`` neighbours) among the ``n'`` rows not selected yet.
+    2. Coordinate-wise: ``F(G)_k = (1/β) Σ_{v ∈ B_k} v`` with ``β = θ − 2f = n − 4f`` and ``B_k``
+       the ``β`` selected values of coordinate ``k`` closest to their median.
+
+    El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed Learning in
+    Byzantium", ICML 2018; baseline (E) of the GAAvernor paper. The median of an even number of
+    values is the midpoint of the two middle ones. Precondition ``n >= 4f + 3`` (else
+    ``ValueError``); a single row with ``f = 0`` is returned as is. The output lies in the
+    coordinate-wise ``[min, max]`` of the inputs but is not a convex combination of whole rows,
+    so credit is ``None``. Coordinate ties are resolved on values, so the result does not depend
+    on the order of the rows (up to ties in the Krum selection, which go to the lowest index).
+
+    >>> import torch
+    >>> G = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [100.0]])
+    >>> Bulyan()(G, AggregationContext(n_byzantine=1)).update
+    tensor([2.])
+    """
+
+    returns_credit = False
+
+    def aggregate(self, gradients: torch.Tensor, ctx: AggregationContext) -> AggregationResult:
+        n, d = gradients.shape
+        f = ctx.n_byzantine
+        if n < 4 * f + 3:
+            raise ValueError(f"Bulyan needs n >= 4f + 3, got n={n}, f={f}")
+        theta = n - 2 * f
+        beta = theta - 2 * f
+        selected = bulyan_selection(pairwise_sq_distances(gradients), f, theta)
+        update = gradients.new_empty(d)
+        for start, stop, block in sorted_column_chunks(gradients, rows=selected):
+            update[start:stop] = closest_to_median_mean(block, beta)
+        return AggregationResult(update=update, credit=None)
