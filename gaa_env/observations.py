@@ -65,25 +65,23 @@ def paper_observation(round_: RoundGradients, theta: torch.Tensor, prev_credit: 
     return torch.cat([grads, theta.reshape(d, 1), loss, prev_credit.reshape(1, n).expand(d, n)], dim=1).float()
 
 
-def _cosine(rows: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    return (rows @ ref) / (rows.norm(dim=1) * ref.norm()).clamp_min(1e-12)
-
-
 def feature_observation(round_: RoundGradients, model: FunctionalModel, theta: torch.Tensor, lr: float,
                         quasi_x: torch.Tensor, quasi_y: torch.Tensor, prev_credit: torch.Tensor,
                         previous_update: torch.Tensor | None) -> torch.Tensor:
-    """The ``[n, len(FEATURE_NAMES)]`` per-worker feature matrix (float32, finite)."""
-    g, qg, loss = round_.received, round_.quasi_grad, round_.quasi_loss
-    norms = g.norm(dim=1)
+    """The ``[n, len(FEATURE_NAMES)]`` per-worker feature matrix (float32, finite, within bounds)."""
+    g, loss = round_.received, round_.quasi_loss
+    prev = previous_update if previous_update is not None else torch.zeros_like(round_.quasi_grad)
+    refs = torch.stack([round_.quasi_grad, g.mean(0), prev])  # one pass over G for all three cosines
+    norms, ref_norms = g.norm(dim=1), refs.norm(dim=1)
+    cosines = (g @ refs.T) / (norms.unsqueeze(1) * ref_norms).clamp_min(1e-12)
     with torch.no_grad():
         after = model.losses_after_steps(theta, g, lr, quasi_x, quasi_y)
-    prev = _cosine(g, previous_update) if previous_update is not None else torch.zeros(len(g))
     columns = [
-        _cosine(g, qg),
-        torch.log(norms.clamp_min(1e-12) / qg.norm().clamp_min(1e-12)).clamp(-20, 20),
-        ((loss - after) / max(loss, 1e-12)).clamp(-1e3, 1e3),
-        _cosine(g, g.mean(0)),
-        prev,
+        cosines[:, 0],
+        torch.log(norms.clamp_min(1e-12) / ref_norms[0].clamp_min(1e-12)),
+        (loss - after) / max(loss, 1e-12),
+        cosines[:, 1],
+        cosines[:, 2],
         prev_credit.to(g.dtype),
         torch.full((len(g),), loss, dtype=g.dtype),
     ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from gaa_env.aggregators import AggregationContext, AggregationResult, Aggregator
+from gaa_env.aggregators.base import finite_row_mask
 from gaa_env.attacks import AttackPattern, TamperContext, Tampering
 from gaa_env.data import Dataset, make_partition, sample_quasi_set
 from gaa_env.models import FunctionalModel
@@ -150,7 +151,7 @@ class DistributedSGD:
             x, y = self.tampering.poison_batch(x, y, byzantine, ctx)
         honest = self.model.worker_gradients(self.theta, x, y)
         received = self.tampering(honest, byzantine, ctx)
-        finite = torch.isfinite(received).all(dim=1)
+        finite = finite_row_mask(received)
         if not bool(finite.all()):
             received = torch.where(finite.unsqueeze(1), received, torch.zeros((), dtype=received.dtype))
         theta = self.theta.detach().requires_grad_(True)

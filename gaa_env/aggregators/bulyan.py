@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gaa_env.aggregators.base import AggregationContext, AggregationResult, Aggregator
-from gaa_env.aggregators.krum import krum_scores
+from gaa_env.aggregators.krum import krum_scores, rank_rows
 from gaa_env.aggregators.ops import median_of_sorted, pairwise_sq_distances, sorted_column_chunks
 from gaa_env.aggregators.registry import register_aggregator
 
@@ -15,7 +15,8 @@ def bulyan_selection(sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
 
     At each step Krum scores the ``r`` remaining rows with ``k = r − f − 2`` neighbours among
     them; ``k`` is kept in ``[1, r − 1]`` (the formula reaches 0 at the last step when ``f = 1``,
-    where Krum is undefined — the nearest remaining neighbour is used then). Returned sorted.
+    where Krum is undefined — the nearest remaining neighbour is used then). Score ties are broken
+    as in :func:`~gaa_env.aggregators.krum.rank_rows`. Returned sorted.
     """
     n = sq_dist.shape[0]
     remaining = torch.ones(n, dtype=torch.bool, device=sq_dist.device)
@@ -26,7 +27,8 @@ def bulyan_selection(sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
             best = int(remaining.nonzero()[0])
         else:
             k = min(max(r - f - 2, 1), r - 1)
-            best = int(torch.argmin(krum_scores(sq_dist, k, active=remaining)))
+            scores = krum_scores(sq_dist, k, active=remaining)
+            best = int(rank_rows(scores, sq_dist, remaining)[0])
         picked.append(best)
         remaining[best] = False
     return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
@@ -62,8 +64,8 @@ class Bulyan(Aggregator):
     values is the midpoint of the two middle ones. Precondition ``n >= 4f + 3`` (else
     ``ValueError``); a single row with ``f = 0`` is returned as is. The output lies in the
     coordinate-wise ``[min, max]`` of the inputs but is not a convex combination of whole rows,
-    so credit is ``None``. Coordinate ties are resolved on values, so the result does not depend
-    on the order of the rows (up to ties in the Krum selection, which go to the lowest index).
+    so credit is ``None``. Coordinate ties are resolved on values and Krum-score ties on the
+    summed distances, so the result does not depend on the order of the rows.
 
     >>> import torch
     >>> G = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [100.0]])

@@ -37,6 +37,24 @@ def krum_scores(dist: torch.Tensor, n_neighbours: int, active: torch.Tensor | No
     return scores
 
 
+def rank_rows(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Row indices by increasing ``scores``; exact ties broken by the sum of distances to the active
+    rows (the GeoMed score), then by the lowest index.
+
+    Exact ties are common when a score sums a single neighbour distance (``n − f − 2 = 1``): a
+    mutual-nearest pair then scores the same ``dist[a, b]``. The second key keeps the choice
+    independent of the order of the rows.
+
+    >>> d = torch.tensor([[0.0, 1.0, 5.0], [1.0, 0.0, 4.0], [5.0, 4.0, 0.0]])
+    >>> rank_rows(krum_scores(d, 1), d)  # rows 0 and 1 tie on 1.0; row 1 is closer to the rest
+    tensor([1, 0, 2])
+    """
+    cols = dist if active is None else dist[:, active]
+    secondary = cols.sum(dim=1)
+    by_secondary = torch.argsort(secondary, stable=True)
+    return by_secondary[torch.argsort(scores[by_secondary], stable=True)]
+
+
 def krum_neighbours(label: str, n: int, f: int, strict: bool) -> int:
     """``n − f − 2`` after checking Krum's precondition (``n >= 2f + 3``, or ``n >= f + 3`` if not strict)."""
     if strict and n < 2 * f + 3:
@@ -59,7 +77,9 @@ class Krum(Aggregator):
 
     where ``N_i`` holds the ``n − f − 2`` rows closest to ``G_i`` (Blanchard et al., "Machine
     Learning with Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017; baseline (D)
-    of the GAAvernor paper). Credit is one-hot on ``i*``; ties go to the lowest index.
+    of the GAAvernor paper). Credit is one-hot on ``i*``. Exact score ties (a mutual-nearest pair
+    when ``n − f − 2 = 1``) go to the row with the smaller sum of distances to all rows, then to
+    the lowest index (:func:`rank_rows`).
 
     Args:
         squared: score with squared distances (paper, default) or plain distances (the
@@ -85,8 +105,8 @@ class Krum(Aggregator):
     def aggregate(self, gradients: torch.Tensor, ctx: AggregationContext) -> AggregationResult:
         n = gradients.shape[0]
         k = krum_neighbours("Krum", n, ctx.n_byzantine, self.strict)
-        scores = krum_scores(_distances(gradients, self.squared), k)
-        best = int(torch.argmin(scores))
+        dist = _distances(gradients, self.squared)
+        best = int(rank_rows(krum_scores(dist, k), dist)[0])
         return AggregationResult(update=gradients[best].clone(), credit=one_hot_credit(n, best, gradients))
 
 
@@ -96,7 +116,7 @@ class MultiKrum(Aggregator):
 
     ``F(G) = (1/m) Σ_{i ∈ M} G_i`` with ``M`` = the ``m`` rows of smallest Krum score ``s(i)``,
     ``s`` computed once on all rows (Blanchard et al., NeurIPS 2017, Sec. 4 "Multi-Krum").
-    Credit is ``1/m`` on the selected rows (ties: lowest indices first).
+    Credit is ``1/m`` on the selected rows (ties as for :class:`Krum`).
 
     Args:
         m: number of rows averaged; ``None`` (default) means ``n − f``. Must be ``<= n``.
@@ -121,7 +141,7 @@ class MultiKrum(Aggregator):
         m = n - f if self.m is None else self.m
         if m > n:
             raise ValueError(f"multi_krum: m must be <= n, got m={m}, n={n}")
-        scores = krum_scores(_distances(gradients, self.squared), k)
-        selected = torch.argsort(scores, stable=True)[:m]
+        dist = _distances(gradients, self.squared)
+        selected = rank_rows(krum_scores(dist, k), dist)[:m]
         credit = subset_credit(n, selected, gradients)
         return AggregationResult(update=credit @ gradients, credit=credit)
