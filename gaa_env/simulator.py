@@ -19,6 +19,7 @@ See ``docs/simulator.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -181,7 +182,7 @@ class DistributedSGD:
         assert self.current is not None, "call gather() first"
         credit = torch.where(self.current.finite, credit, torch.zeros((), dtype=credit.dtype))
         total = credit.sum()
-        return credit / total if float(total) > 0 else credit * 0.0
+        return credit / total if float(total.detach()) > 0 else credit * 0.0
 
     def next_theta(self, theta: torch.Tensor, credit: torch.Tensor) -> torch.Tensor:
         """``θ − λ Σ α_i G_i`` for the received rows; differentiable in ``theta`` and ``credit``."""
@@ -235,6 +236,25 @@ class DistributedSGD:
             self.evaluate()
         return StepOutcome(credit=credit, update=update, quasi_loss_before=before, quasi_loss_after=after,
                            rejected=rejected)
+
+    # ------------------------------------------------------------ checkpoints
+    _STATE = ("seed", "theta", "round_index", "compromised", "partition", "quasi_x", "quasi_y", "previous_update",
+              "test_accuracy", "test_accuracy_round", "current")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this learning process bit-for-bit (RNG and attack state too)."""
+        state = {name: getattr(self, name) for name in self._STATE}
+        state["generator"] = self.generator.get_state()
+        state["pattern"] = {k: v for k, v in vars(self.pattern).items() if k not in ("compromised", "generator")}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self._STATE:
+            setattr(self, name, state[name])
+        self.generator = torch.Generator()
+        self.pattern.reset(self.compromised, self.generator)
+        vars(self.pattern).update(state["pattern"])
+        self.generator.set_state(state["generator"])  # after the pattern's reset, which draws from it
 
     def evaluate(self) -> float:
         """Test accuracy of the current θ (also cached with the round it was measured at)."""

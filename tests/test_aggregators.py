@@ -34,7 +34,7 @@ from gaa_env.aggregators.base import finite_row_mask
 from gaa_env.aggregators.bulyan import closest_to_median_mean
 from gaa_env.aggregators.ops import pairwise_sq_distances
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=50, deadline=None)
 NAN, INF = float("nan"), float("inf")
 
 CONVEX = ["mean", "brute_force", "geomed", "geometric_median", "krum", "multi_krum", "zeno"]
@@ -214,13 +214,17 @@ def test_geometric_median_is_no_worse_than_any_row_or_the_mean(seed, n, d):
 # --------------------------------------------------------------------------- naive references
 
 
-def naive_krum_scores(points: list[list[float]], f: int) -> list[float]:
-    n = len(points)
-    scores = []
-    for i in range(n):
-        dists = sorted(sum((a - b) ** 2 for a, b in zip(points[i], points[j])) for j in range(n) if j != i)
-        scores.append(sum(dists[: n - f - 2]))
-    return scores
+def sq(p: list[float], q: list[float]) -> float:
+    return sum((a - b) ** 2 for a, b in zip(p, q))
+
+
+def naive_krum_pick(points: list[list[float]], candidates: list[int], k: int) -> int:
+    """Krum winner among ``candidates`` with k neighbours; ties -> smaller sum of squared distances."""
+    keys = []
+    for i in candidates:
+        dists = sorted(sq(points[i], points[j]) for j in candidates if j != i)
+        keys.append((sum(dists[:k]), sum(dists)))
+    return candidates[keys.index(min(keys))]
 
 
 def naive_bulyan(points: list[list[float]], f: int) -> list[float]:
@@ -229,12 +233,7 @@ def naive_bulyan(points: list[list[float]], f: int) -> list[float]:
     picked = []
     for _ in range(len(points) - 2 * f):
         r = len(remaining)
-        k = min(max(r - f - 2, 1), r - 1)
-        scores = []
-        for i in remaining:
-            dists = sorted(sum((a - b) ** 2 for a, b in zip(points[i], points[j])) for j in remaining if j != i)
-            scores.append(sum(dists[:k]))
-        best = remaining[scores.index(min(scores))]
+        best = remaining[0] if r == 1 else naive_krum_pick(points, remaining, min(max(r - f - 2, 1), r - 1))
         picked.append(best)
         remaining.remove(best)
     beta = len(picked) - 2 * f
@@ -252,8 +251,7 @@ def naive_bulyan(points: list[list[float]], f: int) -> list[float]:
 def test_krum_matches_naive_loops(seed, n, d, data):
     f = data.draw(st.integers(0, (n - 3) // 2), label="f")
     G = random_rows(seed, n, d)
-    scores = naive_krum_scores(G.tolist(), f)
-    expected = scores.index(min(scores))
+    expected = naive_krum_pick(G.tolist(), list(range(n)), n - f - 2)
     result = Krum()(G, AggregationContext(n_byzantine=f))
     assert int(result.credit.argmax()) == expected
     torch.testing.assert_close(result.update, G[expected])
@@ -275,10 +273,11 @@ def test_brute_force_matches_enumeration_of_kept_subsets(seed, n, d, data):
     G = random_rows(seed, n, d)
     points = G.tolist()
 
-    def diameter(subset):
-        return max((math.dist(points[i], points[j]) for i, j in itertools.combinations(subset, 2)), default=0.0)
+    def diameter_then_spread(subset):  # ties on the diameter -> smaller sum of squared pairwise distances
+        pairs = [sq(points[i], points[j]) for i, j in itertools.combinations(subset, 2)]
+        return (max(pairs, default=0.0), sum(pairs))
 
-    best = min(itertools.combinations(range(n), n - f), key=diameter)
+    best = min(itertools.combinations(range(n), n - f), key=diameter_then_spread)
     result = make_aggregator("brute_force")(G, AggregationContext(n_byzantine=f))
     torch.testing.assert_close(result.update, G[list(best)].mean(dim=0))
 
@@ -369,13 +368,18 @@ def test_multi_krum_hand_example():
 
 def test_bulyan_hand_example():
     G = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [100.0]])
-    # n = 7, f = 1: theta = 5 Krum picks, beta = 3.
-    # pick 1 (k = 4 neighbours, squared): scores 0:30, 1:15, 2:10, 3:10, 4:15, 5:30, 100:huge -> 2
-    # pick 2 (k = 3 among {0,1,3,4,5,100}): 0:1+9+16 = 26, 1:1+4+9 = 14, 3:1+4+4 = 9, 4:1+1+9 = 11 -> 3
-    # pick 3 (k = 2 among {0,1,4,5,100}): 0:1+16 = 17, 1:1+9 = 10, 4:1+9 = 10, 5:1+16 = 17 -> 1 (first)
-    # pick 4 (k = 1 among {0,4,5,100}): 0:16, 4:1, 5:1 -> 4;  pick 5 (k = 1 among {0,5,100}): 0:25, 5:25 -> 0
-    # selected values {0,1,2,3,4}: median 2, the 3 closest are 1, 2, 3 -> mean 2
-    torch.testing.assert_close(Bulyan()(G, AggregationContext(n_byzantine=1)).update, torch.tensor([2.0]))
+    # n = 7, f = 1: theta = 5 Krum picks, beta = 3. Squared distances; exact score ties go to the
+    # smaller sum of squared distances to the remaining rows (SS).
+    # pick 1 (k = 4): scores 0:1+4+9+16 = 30, 1:15, 2:1+1+4+4 = 10, 3:1+1+4+4 = 10, 4:15, 5:30, 100: huge
+    #   tie 2/3: SS(2) = 4+1+1+4+9+98² = 9623, SS(3) = 9+4+1+1+4+97² = 9428 -> 3
+    # pick 2 (k = 3 among {0,1,2,4,5,100}): 0:1+4+16 = 21, 1:1+1+9 = 11, 2:1+4+4 = 9, 4:1+4+9 = 14,
+    #   5:1+9+16 = 26 -> 2
+    # pick 3 (k = 2 among {0,1,4,5,100}): 0:1+16 = 17, 1:1+9 = 10, 4:1+9 = 10, 5:1+16 = 17
+    #   tie 1/4: SS(1) = 1+9+16+99² = 9827, SS(4) = 16+9+1+96² = 9242 -> 4
+    # pick 4 (k = 1 among {0,1,5,100}): 0:1, 1:1, 5:16; SS(0) = 1+25+100² = 10026, SS(1) = 1+16+99² = 9818 -> 1
+    # pick 5 (k = 1 among {0,5,100}): 0:25, 5:25; SS(0) = 25+10000 = 10025, SS(5) = 25+95² = 9050 -> 5
+    # selected values {1,2,3,4,5}: median 3, the 3 closest are 2, 3, 4 -> mean 3
+    torch.testing.assert_close(Bulyan()(G, AggregationContext(n_byzantine=1)).update, torch.tensor([3.0]))
 
 
 def test_bulyan_coordinate_step_hand_examples():
@@ -583,9 +587,10 @@ def test_krum_precondition_message():
         Krum()(torch.zeros(2, 2))
     # strict=False only needs n >= f + 3: n = 4, f = 1 -> one neighbour per score
     G = torch.tensor([[0.0], [1.0], [5.0], [9.0]])
-    # plain squared scores with 1 neighbour: 0 -> 1, 1 -> 1, 5 -> 16, 9 -> 16 -> row 0
+    # squared scores with 1 neighbour: 0 -> 1, 1 -> 1, 5 -> 16, 9 -> 16; tie 0/1 broken by the sum of
+    # squared distances to all rows: 0 -> 1 + 25 + 81 = 107, 1 -> 1 + 16 + 64 = 81 -> row 1
     torch.testing.assert_close(Krum(strict=False)(G, AggregationContext(n_byzantine=1)).update,
-                               torch.tensor([0.0]))
+                               torch.tensor([1.0]))
     with pytest.raises(ValueError, match=r"n >= f \+ 3"):
         Krum(strict=False)(G, AggregationContext(n_byzantine=2))
 

@@ -146,3 +146,22 @@ def test_nan_gradients_from_byzantine_workers_do_not_crash_the_env():
         obs, reward, _, _, info = env.step(np.zeros(6, dtype=np.float32))
         assert np.isfinite(obs).all() and np.isfinite(reward) and info["nonfinite_workers"] == 3
     assert np.isfinite(env.unwrapped.simulator.theta.numpy()).all()
+
+
+def test_a_restored_checkpoint_continues_the_same_trajectory():
+    env = make(attack="randomized", attack_params={"period": 2})
+    env.reset(seed=3)
+    for _ in range(3):
+        env.step(np.zeros(6, dtype=np.float32))
+    state = env.unwrapped.state_dict()
+    expected = [env.step(np.full(6, 0.3, dtype=np.float32))[:2] for _ in range(4)]
+
+    other = make(attack="randomized", attack_params={"period": 2})
+    other.reset(seed=99)
+    other.unwrapped.load_state_dict(state)
+    got = [other.step(np.full(6, 0.3, dtype=np.float32))[:2] for _ in range(4)]
+    for (obs_a, r_a), (obs_b, r_b) in zip(expected, got):
+        np.testing.assert_array_equal(obs_a, obs_b)
+        assert r_a == r_b
+    with pytest.raises(ValueError, match="another environment configuration"):
+        make(beta=0.2).unwrapped.load_state_dict(state)

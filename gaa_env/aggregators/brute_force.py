@@ -30,8 +30,10 @@ class BruteForce(Aggregator):
 
     Baseline (B) of Pan et al., "Justinian's GAAvernor" (USENIX Security 2020), after the
     minimum-diameter averaging of El Mhamdi, Guerraoui, Rouault (ICML 2018). Exact: all
-    ``C(n, f)`` subsets are enumerated (through their ``f`` left-out rows, in lexicographic order,
-    vectorised in batches over the pairwise-distance matrix); ties go to the first subset.
+    ``C(n, f)`` subsets are enumerated (through their ``f`` left-out rows, vectorised in batches
+    over the pairwise-distance matrix). Equal diameters are common (the same farthest pair
+    survives several removals); they are broken by the smaller sum of squared pairwise distances
+    in the subset, then by enumeration order, so the choice does not depend on the row order.
     Credit is ``1/(n − f)`` on ``C*``, so ``update == credit @ G``.
 
     Args:
@@ -84,9 +86,10 @@ class BruteForce(Aggregator):
         sq_dist = sq_dist.cpu()
         batch = max(1, _BATCH_ELEMS // (n * n))
         combos = itertools.combinations(range(n), f)
-        best_value = math.inf
+        best_key = (math.inf, math.inf)
         best: list[int] = []
         done = 0
+        zero = torch.zeros((), dtype=sq_dist.dtype)
         while done < count:
             size = min(batch, count - done)
             flat = np.fromiter(itertools.chain.from_iterable(itertools.islice(combos, size)),
@@ -94,11 +97,14 @@ class BruteForce(Aggregator):
             removed = torch.from_numpy(flat).view(size, f)
             keep = torch.ones(size, n, dtype=torch.bool)
             keep.scatter_(1, removed, False)
-            pair = keep.unsqueeze(2) & keep.unsqueeze(1)
-            diameter = torch.where(pair, sq_dist, torch.zeros((), dtype=sq_dist.dtype)).amax(dim=(1, 2))
-            j = int(torch.argmin(diameter))
-            if float(diameter[j]) < best_value:
-                best_value = float(diameter[j])
+            within = torch.where(keep.unsqueeze(2) & keep.unsqueeze(1), sq_dist, zero)
+            diameter = within.amax(dim=(1, 2))
+            tied = (diameter == diameter.min()).nonzero().squeeze(1)
+            spread = within[tied].sum(dim=(1, 2))
+            j = int(tied[int(torch.argmin(spread))])
+            key = (float(diameter[j]), float(within[j].sum()))
+            if key < best_key:
+                best_key = key
                 best = removed[j].tolist()
             done += size
         return best

@@ -5,18 +5,19 @@ from __future__ import annotations
 import torch
 
 from gaa_env.aggregators.base import AggregationContext, AggregationResult, Aggregator
-from gaa_env.aggregators.krum import krum_scores, rank_rows
-from gaa_env.aggregators.ops import median_of_sorted, pairwise_sq_distances, sorted_column_chunks
+from gaa_env.aggregators.krum import krum_scores
+from gaa_env.aggregators.ops import argmin_rows, median_of_sorted, pairwise_sq_distances, sorted_column_chunks
 from gaa_env.aggregators.registry import register_aggregator
 
 
-def bulyan_selection(sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
+def bulyan_selection(gradients: torch.Tensor, sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
     """Indices of ``theta`` rows picked one at a time by Krum on the rows not yet picked.
 
     At each step Krum scores the ``r`` remaining rows with ``k = r − f − 2`` neighbours among
     them; ``k`` is kept in ``[1, r − 1]`` (the formula reaches 0 at the last step when ``f = 1``,
-    where Krum is undefined — the nearest remaining neighbour is used then). Score ties are broken
-    as in :func:`~gaa_env.aggregators.krum.rank_rows`. Returned sorted.
+    where Krum is undefined — the nearest remaining neighbour is used then). Score ties go to the
+    smaller sum of squared distances to the remaining rows, then to the lexicographically
+    smallest row (:func:`~gaa_env.aggregators.ops.argmin_rows`). Returned sorted.
     """
     n = sq_dist.shape[0]
     remaining = torch.ones(n, dtype=torch.bool, device=sq_dist.device)
@@ -28,7 +29,7 @@ def bulyan_selection(sq_dist: torch.Tensor, f: int, theta: int) -> torch.Tensor:
         else:
             k = min(max(r - f - 2, 1), r - 1)
             scores = krum_scores(sq_dist, k, active=remaining)
-            best = int(rank_rows(scores, sq_dist, remaining)[0])
+            best = argmin_rows(scores, gradients, secondary=sq_dist[:, remaining].sum(dim=1))
         picked.append(best)
         remaining[best] = False
     return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
@@ -69,8 +70,8 @@ class Bulyan(Aggregator):
 
     >>> import torch
     >>> G = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [100.0]])
-    >>> Bulyan()(G, AggregationContext(n_byzantine=1)).update
-    tensor([2.])
+    >>> Bulyan()(G, AggregationContext(n_byzantine=1)).update  # selects 1..5; median 3; mean of 2, 3, 4
+    tensor([3.])
     """
 
     returns_credit = False
@@ -82,7 +83,7 @@ class Bulyan(Aggregator):
             raise ValueError(f"Bulyan needs n >= 4f + 3, got n={n}, f={f}")
         theta = n - 2 * f
         beta = theta - 2 * f
-        selected = bulyan_selection(pairwise_sq_distances(gradients), f, theta)
+        selected = bulyan_selection(gradients, pairwise_sq_distances(gradients), f, theta)
         update = gradients.new_empty(d)
         for start, stop, block in sorted_column_chunks(gradients, rows=selected):
             update[start:stop] = closest_to_median_mean(block, beta)

@@ -12,7 +12,7 @@ from gaa_env.aggregators.base import (
     check_int,
     one_hot_credit,
 )
-from gaa_env.aggregators.ops import centered_gram, pairwise_distances
+from gaa_env.aggregators.ops import argmin_rows, centered_gram, pairwise_distances
 from gaa_env.aggregators.registry import register_aggregator
 
 
@@ -26,20 +26,20 @@ class GeoMed(Aggregator):
     This is baseline (C) of Pan et al., "Justinian's GAAvernor" (USENIX Security 2020), a
     discrete variant of the geometric median of Chen, Su, Xu ("Distributed Statistical Machine
     Learning in Adversarial Settings", POMACS 2017); the authors' code computes it as Krum with
-    ``f = −1``. Credit is one-hot on ``i*`` (ties: lowest index). ``ctx.n_byzantine`` is not
+    ``f = −1``. Credit is one-hot on ``i*``; exact ties (always the case for ``n = 2``) go to the
+    lexicographically smallest row, so the choice does not depend on the order of the rows. ``ctx.n_byzantine`` is not
     used; the breakdown point is 1/2, so the output is only guaranteed robust when
     ``n >= 2f + 1`` (the paper also runs it beyond that, where it fails, hence no error).
 
     >>> import torch
     >>> G = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
     >>> result = GeoMed()(G)
-    >>> result.update, result.credit
-    (tensor([1., 0.]), tensor([0., 1., 0., 0.]))
+    >>> result.update, result.credit  # rows 1 and 2 tie (1 + √2 + √41); (0, 1) < (1, 0)
+    (tensor([0., 1.]), tensor([0., 0., 1., 0.]))
     """
 
     def aggregate(self, gradients: torch.Tensor, ctx: AggregationContext) -> AggregationResult:
-        scores = pairwise_distances(gradients).sum(dim=1)
-        best = int(torch.argmin(scores))
+        best = argmin_rows(pairwise_distances(gradients).sum(dim=1), gradients)
         n = gradients.shape[0]
         return AggregationResult(update=gradients[best].clone(), credit=one_hot_credit(n, best, gradients))
 

@@ -13,7 +13,7 @@ from gaa_env.aggregators.base import (
     one_hot_credit,
     subset_credit,
 )
-from gaa_env.aggregators.ops import pairwise_sq_distances
+from gaa_env.aggregators.ops import argmin_rows, pairwise_sq_distances
 from gaa_env.aggregators.registry import register_aggregator
 
 
@@ -38,12 +38,11 @@ def krum_scores(dist: torch.Tensor, n_neighbours: int, active: torch.Tensor | No
 
 
 def rank_rows(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """Row indices by increasing ``scores``; exact ties broken by the sum of distances to the active
-    rows (the GeoMed score), then by the lowest index.
+    """Row indices by increasing ``scores``; exact ties broken by the sum of ``dist`` to the active
+    rows, then by the lowest index.
 
     Exact ties are common when a score sums a single neighbour distance (``n − f − 2 = 1``): a
-    mutual-nearest pair then scores the same ``dist[a, b]``. The second key keeps the choice
-    independent of the order of the rows.
+    mutual-nearest pair then scores the same ``dist[a, b]``; the second key separates them.
 
     >>> d = torch.tensor([[0.0, 1.0, 5.0], [1.0, 0.0, 4.0], [5.0, 4.0, 0.0]])
     >>> rank_rows(krum_scores(d, 1), d)  # rows 0 and 1 tie on 1.0; row 1 is closer to the rest
@@ -77,9 +76,10 @@ class Krum(Aggregator):
 
     where ``N_i`` holds the ``n − f − 2`` rows closest to ``G_i`` (Blanchard et al., "Machine
     Learning with Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017; baseline (D)
-    of the GAAvernor paper). Credit is one-hot on ``i*``. Exact score ties (a mutual-nearest pair
-    when ``n − f − 2 = 1``) go to the row with the smaller sum of distances to all rows, then to
-    the lowest index (:func:`rank_rows`).
+    of the GAAvernor paper). Credit is one-hot on ``i*``. Exact score ties (e.g. a mutual-nearest
+    pair when ``n − f − 2 = 1``) go to the row with the smaller sum of distances to all rows,
+    then to the lexicographically smallest row (:func:`~gaa_env.aggregators.ops.argmin_rows`), so
+    the choice does not depend on the order of the rows.
 
     Args:
         squared: score with squared distances (paper, default) or plain distances (the
@@ -106,7 +106,7 @@ class Krum(Aggregator):
         n = gradients.shape[0]
         k = krum_neighbours("Krum", n, ctx.n_byzantine, self.strict)
         dist = _distances(gradients, self.squared)
-        best = int(rank_rows(krum_scores(dist, k), dist)[0])
+        best = argmin_rows(krum_scores(dist, k), gradients, secondary=dist.sum(dim=1))
         return AggregationResult(update=gradients[best].clone(), credit=one_hot_credit(n, best, gradients))
 
 
@@ -116,7 +116,7 @@ class MultiKrum(Aggregator):
 
     ``F(G) = (1/m) Σ_{i ∈ M} G_i`` with ``M`` = the ``m`` rows of smallest Krum score ``s(i)``,
     ``s`` computed once on all rows (Blanchard et al., NeurIPS 2017, Sec. 4 "Multi-Krum").
-    Credit is ``1/m`` on the selected rows (ties as for :class:`Krum`).
+    Credit is ``1/m`` on the selected rows (score ties: smaller sum of distances, then lower index).
 
     Args:
         m: number of rows averaged; ``None`` (default) means ``n − f``. Must be ``<= n``.

@@ -112,3 +112,34 @@ def median_of_sorted(block: torch.Tensor) -> torch.Tensor:
     if lo == hi:
         return block[lo].clone()
     return 0.5 * block[lo] + 0.5 * block[hi]  # no overflow for values near the dtype's max
+
+
+def argmin_rows(primary: torch.Tensor, gradients: torch.Tensor, secondary: torch.Tensor | None = None) -> int:
+    """Index of the smallest ``primary`` score, with ties broken so the choice never depends on row order.
+
+    Scores within ``64·eps`` (relative, ``eps`` of the gradients' dtype) of the minimum count as
+    tied — mathematically equal scores (e.g. the two middle points of an even number of
+    collinear rows for the medoid) differ by rounding noise that depends on the row order.
+    Ties go to the smallest ``secondary`` (if given, same tolerance), then to the
+    lexicographically smallest row of ``gradients`` (compared at the first coordinate where the
+    tied rows differ); identical rows go to the lowest index (they are interchangeable).
+
+    >>> G = torch.tensor([[1.0, 5.0], [1.0, 2.0], [0.0, 9.0]])
+    >>> argmin_rows(torch.tensor([3.0, 3.0, 4.0]), G)  # rows 0 and 1 tie; (1, 2) < (1, 5)
+    1
+    """
+    rtol = 64 * torch.finfo(gradients.dtype).eps
+
+    def near_min(values: torch.Tensor) -> torch.Tensor:
+        low = values.min()
+        return values <= low + rtol * low.abs()
+
+    candidates = near_min(primary).nonzero().squeeze(1)
+    if candidates.numel() > 1 and secondary is not None:
+        candidates = candidates[near_min(secondary[candidates])]
+    best = int(candidates[0])
+    for other in candidates[1:].tolist():
+        differ = (gradients[other] != gradients[best]).nonzero()
+        if differ.numel() and bool(gradients[other, int(differ[0])] < gradients[best, int(differ[0])]):
+            best = other
+    return best

@@ -192,6 +192,22 @@ class GAAEnv(gym.Env):
         logits = torch.log(credit.clamp_min(1e-12)) / self.config.logit_scale
         return (logits - logits.max() + 1.0).clamp(-1.0, 1.0).numpy().astype(np.float32)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learning process and episode position, for checkpoints (see :meth:`load_state_dict`)."""
+        return {"simulator": self.simulator.state_dict(), "credit": self.credit, "started": self._started,
+                "episode_round": self._episode_round, "config": self.config}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config:
+            raise ValueError("checkpoint was made with another environment configuration: "
+                             f"{state['config']} != {self.config}")
+        self.simulator.load_state_dict(state["simulator"])
+        self.credit, self._started, self._episode_round = state["credit"], state["started"], state["episode_round"]
+
+    def current_observation(self) -> np.ndarray:
+        """The observation of the round the server is waiting on (what the last reset/step returned)."""
+        return self._observation()
+
     # ------------------------------------------------------------ helpers
     def _observation(self) -> np.ndarray:
         sim = self.simulator
