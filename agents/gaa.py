@@ -179,11 +179,14 @@ class GAAAgent:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> GAAAgent:
-        state = torch.load(path, weights_only=False)
+    def from_state_dict(cls, state: dict[str, Any]) -> GAAAgent:
         agent = cls(state["n_workers"], **state["config"])
         agent.policy.load_state_dict(state["policy"])
         agent.optimizer.load_state_dict(state["optimizer"])
         agent.episodes_trained = state["episodes_trained"]
         agent._alpha_prev = state["alpha_prev"]
         return agent
+
+    @classmethod
+    def load(cls, path: str | Path) -> GAAAgent:
+        return cls.from_state_dict(torch.load(path, weights_only=False))

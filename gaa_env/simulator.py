@@ -119,8 +119,8 @@ class DistributedSGD:
         self.partition = make_partition(self.partition_kind, self.dataset.y_train, self.n_workers,
                                         generator=self.generator, dirichlet_alpha=self.dirichlet_alpha,
                                         groups=self.dataset.groups)
-        quasi = sample_quasi_set(len(self.dataset.y_train), self.quasi_size, self.generator)
-        self.quasi_x, self.quasi_y = self.dataset.x_train[quasi], self.dataset.y_train[quasi]
+        quasi = sample_quasi_set(len(self.dataset.quasi_pool[1]), self.quasi_size, self.generator)
+        self.quasi_x, self.quasi_y = (pool[quasi] for pool in self.dataset.quasi_pool)
         order = torch.randperm(self.n_workers, generator=self.generator)
         self.compromised = torch.zeros(self.n_workers, dtype=torch.bool)
         self.compromised[order[: self.n_byzantine]] = True

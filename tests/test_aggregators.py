@@ -228,7 +228,8 @@ def naive_krum_pick(points: list[list[float]], candidates: list[int], k: int) ->
 
 
 def naive_bulyan(points: list[list[float]], f: int) -> list[float]:
-    """Loop-by-loop El Mhamdi et al. 2018: Krum picks on the remaining set, then beta closest to the median."""
+    """Loop-by-loop El Mhamdi et al. 2018: Krum picks on the remaining set, then the beta closest to
+    the median."""
     remaining = list(range(len(points)))
     picked = []
     for _ in range(len(points) - 2 * f):
@@ -291,7 +292,8 @@ def test_median_and_trimmed_mean_match_numpy(seed, n, d, data):
     median = make_aggregator("median")(G).update
     np.testing.assert_allclose(median.numpy(), np.median(X, axis=0), rtol=1e-6, atol=1e-6)
     trimmed = make_aggregator("trimmed_mean")(G, AggregationContext(n_byzantine=f)).update
-    np.testing.assert_allclose(trimmed.numpy(), np.sort(X, axis=0)[f:n - f].mean(axis=0), rtol=1e-5, atol=1e-6)
+    expected = np.sort(X, axis=0)[f:n - f].mean(axis=0)
+    np.testing.assert_allclose(trimmed.numpy(), expected, rtol=1e-5, atol=1e-6)
     assert median.dtype == torch.float32 and trimmed.dtype == torch.float32
 
 
@@ -376,7 +378,8 @@ def test_bulyan_hand_example():
     #   5:1+9+16 = 26 -> 2
     # pick 3 (k = 2 among {0,1,4,5,100}): 0:1+16 = 17, 1:1+9 = 10, 4:1+9 = 10, 5:1+16 = 17
     #   tie 1/4: SS(1) = 1+9+16+99² = 9827, SS(4) = 16+9+1+96² = 9242 -> 4
-    # pick 4 (k = 1 among {0,1,5,100}): 0:1, 1:1, 5:16; SS(0) = 1+25+100² = 10026, SS(1) = 1+16+99² = 9818 -> 1
+    # pick 4 (k = 1 among {0,1,5,100}): 0:1, 1:1, 5:16;
+    #   tie 0/1: SS(0) = 1+25+100² = 10026, SS(1) = 1+16+99² = 9818 -> 1
     # pick 5 (k = 1 among {0,5,100}): 0:25, 5:25; SS(0) = 25+10000 = 10025, SS(5) = 25+95² = 9050 -> 5
     # selected values {1,2,3,4,5}: median 3, the 3 closest are 2, 3, 4 -> mean 3
     torch.testing.assert_close(Bulyan()(G, AggregationContext(n_byzantine=1)).update, torch.tensor([3.0]))
@@ -432,7 +435,8 @@ def test_centered_clipping_hand_example_and_state():
     fourth = rule(G, AggregationContext(previous_update=torch.tensor([0.0, 4.0], dtype=torch.float64)))
     # (0.5, 0) - (0, 4) = (0.5, -4), norm sqrt(16.25) -> scaled by 1/sqrt(16.25); (0, 4) - (0, 4) = 0
     s = 1.0 / math.sqrt(16.25)
-    torch.testing.assert_close(fourth.update, torch.tensor([0.5 * s / 2, 4.0 - 4.0 * s / 2], dtype=torch.float64))
+    expected = torch.tensor([0.5 * s / 2, 4.0 - 4.0 * s / 2], dtype=torch.float64)
+    torch.testing.assert_close(fourth.update, expected)
 
 
 def test_centered_clipping_two_iterations_by_hand():
@@ -456,7 +460,8 @@ def test_fltrust_hand_examples():
     torch.testing.assert_close(result.update, torch.tensor([1.2, 1.6]))
     # two trusted rows: (2, 0) cos 1/sqrt(2) with g0 = (1, 1), (0, 3) cos 1/sqrt(2): equal trust 1/2 each;
     # rescaled to sqrt(2): (sqrt 2, 0) and (0, sqrt 2) -> mean (sqrt(2)/2, sqrt(2)/2)
-    two = FLTrust()(torch.tensor([[2.0, 0.0], [0.0, 3.0]]), AggregationContext(quasi_grad=torch.tensor([1.0, 1.0])))
+    ctx = AggregationContext(quasi_grad=torch.tensor([1.0, 1.0]))
+    two = FLTrust()(torch.tensor([[2.0, 0.0], [0.0, 3.0]]), ctx)
     torch.testing.assert_close(two.credit, torch.tensor([0.5, 0.5]))
     torch.testing.assert_close(two.update, torch.full((2,), math.sqrt(2) / 2))
 
@@ -488,14 +493,15 @@ def test_zeno_hand_example():
     penalised = Zeno(rho=0.1)(G, ctx)
     torch.testing.assert_close(penalised.update, torch.tensor([0.5, 0.5], dtype=torch.float64))
     # explicit b overrides f: b = 3 keeps only the best row, (3, 3)
-    torch.testing.assert_close(Zeno(rho=0.0, b=3)(G, ctx).update, torch.tensor([3.0, 3.0], dtype=torch.float64))
+    best_only = Zeno(rho=0.0, b=3)(G, ctx)
+    torch.testing.assert_close(best_only.update, torch.tensor([3.0, 3.0], dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- degenerate inputs
 
 
 def full_context(d: int, f: int = 0, row: torch.Tensor | None = None) -> AggregationContext:
-    """Context whose quasi_grad points along ``row`` (so FLTrust trusts it) and whose Zeno look-ahead is cheap."""
+    """Every field set; quasi_grad points along ``row`` if given (so FLTrust trusts that row)."""
     base = quadratic_context(d, f, dtype=torch.float32)
     g0 = row.clone() if row is not None else base.quasi_grad
     return AggregationContext(n_byzantine=f, quasi_grad=g0, quasi_loss=base.quasi_loss,

@@ -88,7 +88,8 @@ class Aggregator:
 
     def __call__(self, gradients: torch.Tensor, ctx: AggregationContext | None = None) -> AggregationResult:
         if gradients.ndim != 2 or gradients.shape[0] < 1:
-            raise ValueError(f"{self.name}: gradients must have shape [n>=1, d], got {tuple(gradients.shape)}")
+            raise ValueError(
+                f"{self.name}: gradients must have shape [n>=1, d], got {tuple(gradients.shape)}")
         if not gradients.is_floating_point():
             raise ValueError(f"{self.name}: gradients must be a floating-point tensor, got {gradients.dtype}")
         ctx = ctx if ctx is not None else AggregationContext()

@@ -26,7 +26,8 @@ _BATCH_ELEMS = 1 << 22
 class BruteForce(Aggregator):
     """Brute-Force: the subset of ``n − f`` rows with the smallest diameter, averaged.
 
-    ``C* = argmin_{C ⊂ [n], |C| = n − f} max_{i, j ∈ C} ||G_i − G_j||``,  ``F(G) = (1/(n − f)) Σ_{i ∈ C*} G_i``.
+    ``C* = argmin_{C ⊂ [n], |C| = n − f} max_{i, j ∈ C} ||G_i − G_j||``,
+    ``F(G) = (1/(n − f)) Σ_{i ∈ C*} G_i``.
 
     Baseline (B) of Pan et al., "Justinian's GAAvernor" (USENIX Security 2020), after the
     minimum-diameter averaging of El Mhamdi, Guerraoui, Rouault (ICML 2018). Exact: all
@@ -64,7 +65,8 @@ class BruteForce(Aggregator):
         n = gradients.shape[0]
         f = ctx.n_byzantine
         if self.strict and n < 2 * f + 1:
-            raise ValueError(f"brute_force needs n >= 2f + 1, got n={n}, f={f} (strict=False only needs n > f)")
+            raise ValueError(
+                f"brute_force needs n >= 2f + 1, got n={n}, f={f} (strict=False only needs n > f)")
         if n <= f:
             raise ValueError(f"brute_force needs n > f, got n={n}, f={f}")
         count = math.comb(n, f)

@@ -43,7 +43,7 @@ class TrimmedMean(Aggregator):
     """Coordinate-wise trimmed mean: drop the ``b`` largest and ``b`` smallest values of each
     coordinate and average the remaining ``n − 2b``.
 
-    ``F(G)_k = (1/(n − 2b)) Σ_{r=b+1}^{n−b} G_{(r)k}``  (``G_{(r)k}``: ``r``-th smallest value of column ``k``),
+    ``F(G)_k = (1/(n − 2b)) Σ_{r=b+1}^{n−b} G_{(r)k}``  (``G_{(r)k}``: ``r``-th smallest of column ``k``),
 
     with ``b = f = ctx.n_byzantine`` by default, or ``b = ⌊trim_ratio · n⌋`` when ``trim_ratio`` is
     given. Yin et al., ICML 2018. Requires ``n > 2b`` (else ``ValueError``). Credit is ``None``.

@@ -26,8 +26,9 @@ class GeoMed(Aggregator):
     This is baseline (C) of Pan et al., "Justinian's GAAvernor" (USENIX Security 2020), a
     discrete variant of the geometric median of Chen, Su, Xu ("Distributed Statistical Machine
     Learning in Adversarial Settings", POMACS 2017); the authors' code computes it as Krum with
-    ``f = −1``. Credit is one-hot on ``i*``; exact ties (always the case for ``n = 2``) go to the
-    lexicographically smallest row, so the choice does not depend on the order of the rows. ``ctx.n_byzantine`` is not
+    ``f = −1``. Credit is one-hot on ``i*``; ties (up to rounding; always the case for ``n = 2``) go to
+    the lexicographically smallest row (:func:`~gaa_env.aggregators.ops.argmin_rows`), so the
+    choice does not depend on the order of the rows. ``ctx.n_byzantine`` is not
     used; the breakdown point is 1/2, so the output is only guaranteed robust when
     ``n >= 2f + 1`` (the paper also runs it beyond that, where it fails, hence no error).
 

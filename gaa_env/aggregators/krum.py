@@ -76,8 +76,8 @@ class Krum(Aggregator):
 
     where ``N_i`` holds the ``n − f − 2`` rows closest to ``G_i`` (Blanchard et al., "Machine
     Learning with Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017; baseline (D)
-    of the GAAvernor paper). Credit is one-hot on ``i*``. Exact score ties (e.g. a mutual-nearest
-    pair when ``n − f − 2 = 1``) go to the row with the smaller sum of distances to all rows,
+    of the GAAvernor paper). Credit is one-hot on ``i*``. Score ties up to rounding (e.g. a
+    mutual-nearest pair when ``n − f − 2 = 1``) go to the row with the smaller sum of distances to all rows,
     then to the lexicographically smallest row (:func:`~gaa_env.aggregators.ops.argmin_rows`), so
     the choice does not depend on the order of the rows.
 

@@ -57,10 +57,12 @@ class Zeno(Aggregator):
         if ctx.quasi_loss is None:
             raise ValueError("zeno needs ctx.quasi_loss (f_B(θ) at the current parameters), but it is None")
         if ctx.quasi_loss_after_step is None:
-            raise ValueError("zeno needs ctx.quasi_loss_after_step (batched look-ahead losses), but it is None")
+            raise ValueError(
+                "zeno needs ctx.quasi_loss_after_step (batched look-ahead losses), but it is None")
         after = torch.as_tensor(ctx.quasi_loss_after_step(gradients)).detach()
         if after.shape != (n,):
-            raise ValueError(f"zeno: ctx.quasi_loss_after_step must return shape ({n},), got {tuple(after.shape)}")
+            raise ValueError(
+                f"zeno: ctx.quasi_loss_after_step must return shape ({n},), got {tuple(after.shape)}")
         before = float(ctx.quasi_loss)
         sq_norms = torch.linalg.vector_norm(gradients, dim=1, dtype=torch.float64).pow(2)
         return before - after.to(device=sq_norms.device, dtype=torch.float64) - self.rho * sq_norms

@@ -33,6 +33,9 @@ class Dataset:
 
     ``groups`` (optional, one int per training sample) names the natural partition of local data
     (a US state for Yelp/Healthcare); ``synthetic`` marks stand-ins so results can be labeled.
+    ``x_quasi``/``y_quasi`` (optional) are the pool the quasi-validation set B is drawn from (a group
+    held out from the workers' data, e.g. a state outside the top 10 for Yelp); None → B is drawn from
+    the training set (MNIST/CIFAR-10). ``group_names[g]`` names group ``g``; ``quasi_group`` the held-out one.
     """
 
     name: str
@@ -44,10 +47,21 @@ class Dataset:
     source: str
     synthetic: bool = False
     groups: torch.Tensor | None = None
+    x_quasi: torch.Tensor | None = None
+    y_quasi: torch.Tensor | None = None
+    group_names: tuple[str, ...] = ()
+    quasi_group: str | None = None
 
     @property
     def n_features(self) -> int:
         return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def quasi_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` the quasi-validation set is sampled from: the held-out pool, else the training set."""
+        if self.x_quasi is None or self.y_quasi is None:
+            return self.x_train, self.y_train
+        return self.x_quasi, self.y_quasi
 
 
 class DataNotFoundError(FileNotFoundError):
