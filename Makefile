@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) train_agent.py --algo gaa --env GAA-MNIST-v0 --env-kwargs beta:0.5 attack:static tampering:rf --rounds 500 --log-dir runs/demo
+	$(PY) train_agent.py --algo gaa --env GAA-MNIST-v0 --env-kwargs beta:0.5 attack:static tampering:rf grad_clip:quasi_norm --rounds 1000 --log-dir runs --run-name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(PY) -m pytest -q

@@ -10,7 +10,8 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-ENV_IDS = {"GAA-MNIST-v0": "mnist"}
+ENV_IDS = {"GAA-MNIST-v0": "mnist", "GAA-CIFAR10-v0": "cifar10", "GAA-Yelp-v0": "yelp",
+           "GAA-Healthcare-v0": "healthcare"}
 
 for _env_id, _benchmark in ENV_IDS.items():
     if _env_id not in registry:

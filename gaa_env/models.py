@@ -112,7 +112,7 @@ def count_parameters(module: nn.Module) -> int:
 class FunctionalModel:
     """A module seen as ``loss(θ_flat, x, y)``: flatten/unflatten plus vectorized per-worker gradients."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, worker_chunk: int | None = None) -> None:
         if any(True for _ in module.buffers()):
             raise ValueError(
                 f"{type(module).__name__} has buffers (e.g. BatchNorm running statistics), which per-worker "
@@ -123,6 +123,7 @@ class FunctionalModel:
         self.numels = [p.numel() for _, p in module.named_parameters()]
         self.dim = sum(self.numels)
         self._worker_grads = vmap(grad(self.loss), in_dims=(None, 0, 0))
+        self.worker_chunk = worker_chunk
 
     def initial_theta(self) -> torch.Tensor:
         """θ_0: the module's own (PyTorch default) initialisation, flattened."""
@@ -138,9 +139,22 @@ class FunctionalModel:
         """Mean cross-entropy of the model at ``θ`` on ``(x, y)``; differentiable in ``θ``."""
         return nn.functional.cross_entropy(self.logits(theta, x), y)
 
-    def worker_gradients(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """All workers' mini-batch gradients at θ in one call: ``x[n, b, ...], y[n, b] → G[n, d]``."""
-        return self._worker_grads(theta, x, y)
+    def worker_gradients(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                         worker_chunk: int | None = None) -> torch.Tensor:
+        """All workers' mini-batch gradients at θ in one call: ``x[n, b, ...], y[n, b] → G[n, d]``.
+
+        ``worker_chunk`` (else the model's default, None = all at once) vmaps over at most that many
+        workers at a time, writing into one preallocated ``[n, d]``: same result, but activation
+        memory scales with ``chunk·b`` instead of ``n·b`` (ResNet-18, see docs/benchmarks.md).
+        """
+        chunk = self.worker_chunk if worker_chunk is None else worker_chunk
+        n = x.shape[0]
+        if not chunk or chunk >= n:
+            return self._worker_grads(theta, x, y)
+        out = theta.new_empty((n, self.dim))
+        for start in range(0, n, chunk):
+            out[start:start + chunk] = self._worker_grads(theta, x[start:start + chunk], y[start:start + chunk])
+        return out
 
     def losses_after_steps(self, theta: torch.Tensor, updates: torch.Tensor, lr: float,
                            x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -29,4 +29,7 @@ def make_aggregator(name: str, **kwargs: object) -> Aggregator:
     """Build the rule registered as ``name`` with its keyword-only hyperparameters."""
     if name not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {name!r}; allowed: {sorted(AGGREGATORS)}")
-    return AGGREGATORS[name](**kwargs)
+    try:
+        return AGGREGATORS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad parameters {sorted(kwargs)} for aggregator {name!r}: {err}") from None

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from gaa_env.data.datasets import Dataset
 from gaa_env.data.text_features import FEATURE_VERSION
 
 
@@ -125,3 +127,13 @@ def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> bool:
         warnings.warn(f"could not write the feature cache {path} ({exc}); the next load recomputes the features "
                       "(pass cache_dir= to cache elsewhere)", stacklevel=3)
         return False
+
+
+def dataset_from_arrays(name: str, arrays: dict[str, np.ndarray], n_classes: int, source: str) -> Dataset:
+    """A grouped :class:`Dataset` from the cache layout (``x_train``, ``g_train``, ``x_quasi``, ...)."""
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()
+         if k in ("x_train", "y_train", "g_train", "x_test", "y_test", "x_quasi", "y_quasi")}
+    return Dataset(name, t["x_train"], t["y_train"], t["x_test"], t["y_test"], n_classes=n_classes, source=source,
+                   groups=t["g_train"], x_quasi=t["x_quasi"], y_quasi=t["y_quasi"],
+                   group_names=tuple(str(g) for g in arrays["group_names"].tolist()),
+                   quasi_group=str(arrays["quasi_group"]))

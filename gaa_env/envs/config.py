@@ -14,6 +14,7 @@ from gaa_env.data import PARTITIONS
 from gaa_env.simulator import GRAD_CLIPS
 
 OBS_MODES = ("features", "paper")
+DATA_KINDS = ("real", "synthetic")
 ACTION_MODES = ("logits", "simplex")
 
 
@@ -31,6 +32,11 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mnist": Benchmark(dataset="mnist", model="mnist_mlp", n_workers=50, batch_size=64, max_rounds=5000),
+    "cifar10": Benchmark(dataset="cifar10", model="resnet18", n_workers=50, batch_size=64, max_rounds=10000),
+    "yelp": Benchmark(dataset="yelp", model="yelp_mlp", n_workers=10, batch_size=256, max_rounds=20000,
+                      partition="by_group"),
+    "healthcare": Benchmark(dataset="healthcare", model="healthcare_mlp", n_workers=50, batch_size=256,
+                            max_rounds=40000, partition="by_group"),
 }
 
 
@@ -61,6 +67,7 @@ class GAAConfig:
     test_size: int | None = None
     normalize: bool = False
     data_dir: str | None = None
+    data: str = "real"
     seed: int = 0
 
     @classmethod
@@ -87,7 +94,8 @@ class GAAConfig:
     def _validate(self) -> None:
         choices = {"attack": (self.attack, sorted(PATTERNS)), "tampering": (self.tampering, sorted(TAMPERINGS)),
                    "obs_mode": (self.obs_mode, OBS_MODES), "action_mode": (self.action_mode, ACTION_MODES),
-                   "partition": (self.partition, PARTITIONS), "grad_clip": (self.grad_clip, GRAD_CLIPS)}
+                   "partition": (self.partition, PARTITIONS), "grad_clip": (self.grad_clip, GRAD_CLIPS),
+                   "data": (self.data, DATA_KINDS)}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")

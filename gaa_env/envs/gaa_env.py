@@ -94,7 +94,8 @@ class GAAEnv(gym.Env):
         self.config = GAAConfig.from_kwargs(**kwargs)
         cfg = self.config
         preset = BENCHMARKS[cfg.benchmark]
-        dataset = _cached_dataset(preset.dataset, cfg.data_dir, cfg.normalize)
+        name = preset.dataset if cfg.data == "real" else f"{preset.dataset}-synthetic"
+        dataset = _cached_dataset(name, cfg.data_dir, cfg.normalize)
         self.simulator = DistributedSGD(
             dataset, FunctionalModel(make_model(preset.model)),
             pattern=make_pattern(cfg.attack, **cfg.attack_params),
@@ -227,6 +228,7 @@ class GAAEnv(gym.Env):
             "test_accuracy": sim.test_accuracy,
             "test_accuracy_round": sim.test_accuracy_round,
             "quasi_loss": sim.current.quasi_loss if sim.current is not None else None,
+            "dataset": sim.dataset.name, "synthetic": sim.dataset.synthetic,
         }
         if outcome is None or played is None:
             return info
