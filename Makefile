@@ -25,6 +25,7 @@ demo: install
 	$(PY) train_agent.py --algo gaa --env GAA-MNIST-v0 --env-kwargs beta:0.5 attack:static tampering:rf grad_clip:quasi_norm --rounds 1000 --log-dir runs --run-name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-slow: install

@@ -61,8 +61,9 @@ class RunMonitor:
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{self.prefix}/{key}", float(value), step)
-            if info.get("test_accuracy_round") is not None and info["test_accuracy_round"] != self._last_accuracy_round:
-                self.writer.add_scalar(f"{self.prefix}/test_accuracy", info["test_accuracy"], info["test_accuracy_round"])
+            measured_at = info.get("test_accuracy_round")
+            if measured_at is not None and measured_at != self._last_accuracy_round:
+                self.writer.add_scalar(f"{self.prefix}/test_accuracy", info["test_accuracy"], measured_at)
         if info.get("test_accuracy_round") != self._last_accuracy_round:
             self._last_accuracy_round = info.get("test_accuracy_round")
         self._csv.writerow([step, *(values.get(k, "") for k in SCALARS), info.get("test_accuracy", ""),

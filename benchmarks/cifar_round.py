@@ -17,7 +17,7 @@ gradients, activation memory of k·b images. ``--mem-limit-gib`` caps the child'
 (``RLIMIT_AS``) so a configuration that does not fit fails with an out-of-memory error instead of
 invoking the kernel's OOM killer on a shared machine.
 
-Run: ``python benchmarks/cifar_round.py [--workers 10 50] [--rounds 2] [--worker-chunk 0 10]``.
+Run: ``python benchmarks/cifar_round.py [--workers 10 50] [--rounds 2] [--worker-chunk 10 0]``.
 Results on a 2-core CPU are in docs/benchmarks.md.
 """
 
@@ -89,8 +89,9 @@ def child(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[10, 50], help="worker counts n to measure")
-    parser.add_argument("--worker-chunk", type=int, nargs="+", default=[0],
-                        help="workers per vmap call (0: all n at once); each value is measured for each n")
+    parser.add_argument("--worker-chunk", type=int, nargs="+", default=[10],
+                        help="workers per vmap call (default 10, the env preset; 0: all n at once); "
+                             "each value is measured for each n")
     parser.add_argument("--batch-size", type=int, default=64, help="per-worker mini-batch (paper: 64)")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after reset")
     parser.add_argument("--beta", type=float, default=0.5, help="Byzantine fraction (RF static attack)")

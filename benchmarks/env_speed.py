@@ -48,7 +48,7 @@ def main() -> None:
         env = gym.make("GAA-MNIST-v0", n_workers=n, obs_mode=mode, eval_interval=0, horizon=10**9)
         env.reset(seed=0)
         action = np.zeros(n, dtype=np.float32)
-        step_times[mode] = median_time(lambda env=env: env.step(action), args.rounds)
+        step_times[mode] = median_time(lambda env=env, action=action: env.step(action), args.rounds)
         print(f"  env.step ({mode:8s} obs): {1e3 * step_times[mode]:7.2f} ms  = {1 / step_times[mode]:6.1f} rounds/s")
 
     sim = env.unwrapped.simulator

@@ -29,6 +29,7 @@ from gaa_env.aggregators import (
     TrimmedMean,
     Zeno,
     make_aggregator,
+    ops,
 )
 from gaa_env.aggregators.base import finite_row_mask
 from gaa_env.aggregators.bulyan import closest_to_median_mean
@@ -527,6 +528,37 @@ def test_all_equal_rows_return_that_row(name):
     torch.testing.assert_close(result.update, row)
     if result.credit is not None:
         assert math.isclose(float(result.credit.sum()), 1.0, rel_tol=1e-6)
+
+
+def test_bulyan_window_step_matches_sorting_by_distance_across_chunks():
+    gen = torch.Generator().manual_seed(3)
+    block = torch.sort(torch.randn(9, 40_000, generator=gen), dim=0).values  # > one 16384-column chunk
+    beta = 5
+    # independent computation: median of 9 = 5th value; sort |x - m| per column, average the 5 nearest
+    med = block[4]
+    order = torch.argsort((block - med).abs(), dim=0)[:beta]
+    expected = torch.gather(block, 0, order).mean(dim=0)
+    torch.testing.assert_close(closest_to_median_mean(block, beta), expected)
+
+
+@pytest.mark.parametrize("name", ["median", "trimmed_mean", "bulyan", "krum", "geomed", "geometric_median"])
+def test_chunked_kernels_give_the_same_result_as_one_chunk(name, monkeypatch):
+    G = random_rows(7, 11, 37, dtype=torch.float32)
+    ctx = AggregationContext(n_byzantine=2)
+    whole = make_aggregator(name)(G, ctx)
+    monkeypatch.setattr(ops, "_SORT_CHUNK_ELEMS", 40)  # a few columns per sorted chunk
+    monkeypatch.setattr(ops, "_GRAM_CHUNK_COLS", 5)
+    chunked = make_aggregator(name)(G, ctx)
+    torch.testing.assert_close(chunked.update, whole.update)
+
+
+def test_torch_sort_fallback_matches_numpy_path():
+    G = random_rows(5, 9, 6)
+    leaf = G.clone().requires_grad_(True)  # numpy cannot view it: torch.sort is used
+    for name in ("median", "trimmed_mean", "bulyan"):
+        ctx = AggregationContext(n_byzantine=1)
+        torch.testing.assert_close(make_aggregator(name)(leaf, ctx).update.detach(),
+                                   make_aggregator(name)(G, ctx).update)
 
 
 def test_distances_survive_a_large_common_offset():

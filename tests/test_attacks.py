@@ -37,7 +37,8 @@ def test_randomized_roles_change_only_at_period_boundaries_and_only_for_compromi
 
 
 def test_randomized_is_reproducible_per_seed():
-    assert torch.equal(_roles(make_pattern("randomized", period=2), 20, 5), _roles(make_pattern("randomized", period=2), 20, 5))
+    first = _roles(make_pattern("randomized", period=2), 20, 5)
+    assert torch.equal(first, _roles(make_pattern("randomized", period=2), 20, 5))
 
 
 def test_periodic_alternates_windows():

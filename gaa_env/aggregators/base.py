@@ -50,9 +50,11 @@ class AggregationResult:
 
     Attributes:
         update: the aggregated direction ``[d]``; the server steps ``θ ← θ − λ · update``.
-        credit: ``α ∈ S_n`` when ``update == α @ G`` (mean, Krum, Multi-Krum, GeoMed, FLTrust,
-            Zeno, ...); ``None`` for rules that are not convex combinations of whole rows
-            (coordinate-wise median, trimmed mean, Bulyan, centered clipping).
+        credit: ``α ∈ S_n`` when ``update == α @ G`` (mean, Brute-Force, Krum, Multi-Krum, GeoMed,
+            geometric median, Zeno); FLTrust's ``α`` weights its *rescaled* rows (see
+            :class:`~gaa_env.aggregators.fltrust.FLTrust`) and is all zeros when it trusts no row;
+            ``None`` for rules that are not convex combinations of whole rows (coordinate-wise
+            median, trimmed mean, Bulyan, centered clipping). Absent (non-finite) rows get 0.
     """
 
     update: torch.Tensor

@@ -35,20 +35,35 @@ def bulyan_selection(gradients: torch.Tensor, sq_dist: torch.Tensor, f: int, the
     return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
 
 
+_WINDOW_CHUNK_COLS = 16384
+
+
 def closest_to_median_mean(block: torch.Tensor, beta: int) -> torch.Tensor:
     """Per column of a column-sorted ``[θ, c]`` block: mean of the ``β`` values closest to the median.
 
-    The ``β`` values nearest to a point form a contiguous window of the sorted column; the window
-    whose farther end is nearest to the median is such a set (ties: the leftmost window).
+    The ``β`` values nearest to a point ``m`` form a contiguous window ``[s, s + β)`` of the sorted
+    column, one minimising ``cost(s) = max(m − x_s, x_{s+β−1} − m)``. The first term falls and
+    the second rises with ``s``, so with ``c = #{s : x_{s+β−1} − m < m − x_s}`` the minimum is at
+    ``s = c − 1`` or ``s = c`` (the smaller cost, the left one on a tie): no argmin over all windows
+    (a slow strided reduction), and columns are processed in cache-sized chunks.
     """
-    theta = block.shape[0]
-    med = median_of_sorted(block)
+    theta, width = block.shape
     n_windows = theta - beta + 1
-    left = med - block[:n_windows]
-    right = block[beta - 1:beta - 1 + n_windows] - med
-    start = torch.maximum(left, right).argmin(dim=0)
     offsets = torch.arange(beta, device=block.device).unsqueeze(1)
-    return torch.gather(block, 0, start.unsqueeze(0) + offsets).mean(dim=0)
+    out = block.new_empty(width)
+    for start in range(0, width, _WINDOW_CHUNK_COLS):
+        b = block[:, start:start + _WINDOW_CHUNK_COLS]
+        med = median_of_sorted(b)
+        left = med - b[:n_windows]
+        right = b[beta - 1:beta - 1 + n_windows] - med
+        crossing = (right < left).sum(dim=0)
+        hi = crossing.clamp(max=n_windows - 1).unsqueeze(0)
+        lo = (crossing - 1).clamp(min=0).unsqueeze(0)
+        cost_lo = torch.maximum(left.gather(0, lo), right.gather(0, lo))
+        cost_hi = torch.maximum(left.gather(0, hi), right.gather(0, hi))
+        first = torch.where(cost_lo <= cost_hi, lo, hi)
+        out[start:start + b.shape[1]] = torch.gather(b, 0, first + offsets).mean(dim=0)
+    return out
 
 
 @register_aggregator("bulyan")

@@ -23,7 +23,7 @@ def _distances_to(gradients: torch.Tensor, center: torch.Tensor) -> torch.Tensor
     sq = torch.zeros(n, dtype=torch.float64, device=gradients.device)
     for start in range(0, d, _NORM_CHUNK_COLS):
         diff = gradients[:, start:start + _NORM_CHUNK_COLS] - center[start:start + _NORM_CHUNK_COLS]
-        sq += diff.pow(2).sum(dim=1, dtype=torch.float64)
+        sq += torch.linalg.vector_norm(diff, dim=1).to(torch.float64).pow(2)
     return sq.sqrt_()
 
 

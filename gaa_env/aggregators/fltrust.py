@@ -47,7 +47,7 @@ class FLTrust(Aggregator):
         g0 = require_vector("fltrust", "quasi_grad", ctx.quasi_grad, d)
         g0 = g0.to(dtype=gradients.dtype, device=gradients.device)
         g0_norm = torch.linalg.vector_norm(g0.to(torch.float64))
-        norms = torch.linalg.vector_norm(gradients, dim=1, dtype=torch.float64)
+        norms = torch.linalg.vector_norm(gradients, dim=1).to(torch.float64)  # no float64 copy of G
         dots = (gradients @ g0).to(torch.float64)
         usable = (norms > 0) & torch.isfinite(norms) & (g0_norm > 0)
         cos = torch.where(usable, dots / (norms * g0_norm).clamp(min=torch.finfo(torch.float64).tiny),

@@ -59,7 +59,9 @@ class GeometricMedian(Aggregator):
     ``n × n`` Gram matrix of the centered rows (``||G_i − αᵀG||² = K_ii − 2(Kα)_i + αᵀKα``):
     one ``O(n²d)`` pass, then ``O(n²)`` per iteration, then one ``O(nd)`` combination.
     Credit is the final normalised weight vector ``α = w / Σ w`` and ``update == α @ G``.
-    ``ctx.n_byzantine`` is not used (breakdown point 1/2).
+    ``ctx.n_byzantine`` is not used (breakdown point 1/2). In Gram form a distance near a row is
+    only resolved to about ``sqrt(eps_dtype) ·`` the spread of the rows (float32: ~3e-4 of it),
+    which acts as extra smoothing when the median sits on a row.
 
     Args:
         tol: relative stopping tolerance (>= 0).

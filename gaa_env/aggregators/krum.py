@@ -37,9 +37,9 @@ def krum_scores(dist: torch.Tensor, n_neighbours: int, active: torch.Tensor | No
     return scores
 
 
-def rank_rows(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-    """Row indices by increasing ``scores``; exact ties broken by the sum of ``dist`` to the active
-    rows, then by the lowest index.
+def rank_rows(scores: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Row indices by increasing ``scores``; exact ties broken by the row sums of ``dist``, then by
+    the lowest index (Multi-Krum's selection order).
 
     Exact ties are common when a score sums a single neighbour distance (``n − f − 2 = 1``): a
     mutual-nearest pair then scores the same ``dist[a, b]``; the second key separates them.
@@ -48,9 +48,7 @@ def rank_rows(scores: torch.Tensor, dist: torch.Tensor, active: torch.Tensor | N
     >>> rank_rows(krum_scores(d, 1), d)  # rows 0 and 1 tie on 1.0; row 1 is closer to the rest
     tensor([1, 0, 2])
     """
-    cols = dist if active is None else dist[:, active]
-    secondary = cols.sum(dim=1)
-    by_secondary = torch.argsort(secondary, stable=True)
+    by_secondary = torch.argsort(dist.sum(dim=1), stable=True)
     return by_secondary[torch.argsort(scores[by_secondary], stable=True)]
 
 

@@ -64,7 +64,7 @@ class Zeno(Aggregator):
             raise ValueError(
                 f"zeno: ctx.quasi_loss_after_step must return shape ({n},), got {tuple(after.shape)}")
         before = float(ctx.quasi_loss)
-        sq_norms = torch.linalg.vector_norm(gradients, dim=1, dtype=torch.float64).pow(2)
+        sq_norms = torch.linalg.vector_norm(gradients, dim=1).to(torch.float64).pow(2)  # no float64 copy of G
         return before - after.to(device=sq_norms.device, dtype=torch.float64) - self.rho * sq_norms
 
     def aggregate(self, gradients: torch.Tensor, ctx: AggregationContext) -> AggregationResult:

@@ -6,7 +6,8 @@ built from data that is not published with the paper, so the records come from a
 
 * ``healthcare.csv`` (or ``healthcare.csv.gz``, or ``healthcare.parquet``) in ``data_dir`` / ``$GAA_DATA_DIR``,
   or ``data_dir``/``path`` pointing at the file itself;
-* columns ``label`` (integer class ids 0..9, or class names — then mapped to ids in sorted order),
+* columns ``label`` (integer class ids in ``0 .. n_classes-1`` = 0..9, or at most ``n_classes`` class
+  names — then mapped to ids in sorted order),
   ``group`` (e.g. the state) and either ``text`` (featurised with the same 1024-d hashed TF-IDF as
   Yelp, :mod:`gaa_env.data.text_features`) or the ready-made feature columns ``f0`` … ``f1023``
   (e.g. your own sentence embeddings; they take precedence over ``text`` and are used as given);
@@ -110,8 +111,9 @@ def read_table(path: Path, columns_wanted: list[str]) -> dict[str, np.ndarray]:
     return {c: np.array(v, dtype=object) for c, v in values.items()}
 
 
-def encode_labels(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer class ids (kept as they are) or class names (ids in sorted order); and the class count."""
+def encode_labels(values: np.ndarray, n_classes: int) -> np.ndarray:
+    """Integer class ids in ``[0, n_classes)`` (kept as they are) or at most ``n_classes`` class names
+    (ids in sorted order)."""
     arr = np.asarray(values)
     ints = None
     if arr.dtype.kind in "iu":
@@ -124,15 +126,17 @@ def encode_labels(values: np.ndarray) -> tuple[np.ndarray, int]:
         except ValueError:
             ints = None
     if ints is not None:
-        if len(ints) and ints.min() < 0:
-            raise ValueError("integer labels must be >= 0")
-        return ints, int(ints.max()) + 1 if len(ints) else 0
+        if len(ints) and (ints.min() < 0 or ints.max() >= n_classes):
+            raise ValueError(f"integer labels must be in [0, {n_classes}), got [{ints.min()}, {ints.max()}]")
+        return ints
     names, codes = np.unique(arr.astype(str), return_inverse=True)
-    return codes.astype(np.int64), len(names)
+    if len(names) > n_classes:
+        raise ValueError(f"{len(names)} label names but the model has {n_classes} classes: {names[:12].tolist()}")
+    return codes.astype(np.int64)
 
 
 def _build(path: Path, *, n_groups: int, max_per_group: int, quasi_group: str | None, quasi_pool_size: int,
-           test_fraction: float, dim: int, seed: int) -> dict[str, np.ndarray]:
+           test_fraction: float, dim: int, n_classes: int, seed: int) -> dict[str, np.ndarray]:
     feature_columns = [f"f{i}" for i in range(dim)]
     table = read_table(path, ["label", "group", "text", *feature_columns])
     missing = [c for c in ("label", "group") if c not in table]
@@ -141,7 +145,7 @@ def _build(path: Path, *, n_groups: int, max_per_group: int, quasi_group: str | 
         missing.append(f"text (or f0..f{dim - 1})")
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; found {sorted(table)[:12]}")
-    labels, n_classes = encode_labels(table["label"])
+    labels = encode_labels(table["label"], n_classes)
     groups = np.asarray(table["group"]).astype(str)
     names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     top, quasi_name = choose_groups(dict(zip(names.tolist(), counts.tolist())), n_groups, quasi_group,
@@ -160,13 +164,13 @@ def _build(path: Path, *, n_groups: int, max_per_group: int, quasi_group: str | 
     return {"x_train": x_train, "y_train": labels[split.train], "g_train": split.train_groups,
             "x_test": x_test, "y_test": labels[split.test], "x_quasi": x_quasi, "y_quasi": labels[split.quasi],
             "group_names": np.array(split.group_names), "quasi_group": np.array(split.quasi_group),
-            "n_classes": np.array(n_classes), "features": np.array("columns" if has_features else "hashed_tfidf")}
+            "features": np.array("columns" if has_features else "hashed_tfidf")}
 
 
 def load_healthcare(data_dir: str | Path | None = None, normalize: bool = False, *, path: str | Path | None = None,
                     n_groups: int = 50, max_per_group: int = 20_000, quasi_group: str | None = None,
-                    quasi_pool_size: int = 1000, test_fraction: float = 0.2, dim: int = FEATURE_DIM, seed: int = 0,
-                    cache_dir: str | Path | None = None) -> Dataset:
+                    quasi_pool_size: int = 1000, test_fraction: float = 0.2, dim: int = FEATURE_DIM,
+                    n_classes: int = 10, seed: int = 0, cache_dir: str | Path | None = None) -> Dataset:
     """Load the Healthcare benchmark from a user table (see the module docstring).
 
     ``normalize`` is accepted for a uniform loader signature and ignored (features are used as given).
@@ -175,7 +179,8 @@ def load_healthcare(data_dir: str | Path | None = None, normalize: bool = False,
     check_split_options(max_per_group, test_fraction, quasi_pool_size, n_groups)
     table_file = find_healthcare_file(path if path is not None else data_dir)
     options = {"n_groups": n_groups, "max_per_group": max_per_group, "quasi_group": quasi_group,
-               "quasi_pool_size": quasi_pool_size, "test_fraction": test_fraction, "dim": dim, "seed": seed}
+               "quasi_pool_size": quasi_pool_size, "test_fraction": test_fraction, "dim": dim,
+               "n_classes": n_classes, "seed": seed}
     cache = cache_path("healthcare", [table_file], options, cache_dir)
     arrays = read_cache(cache)
     if arrays is not None:
@@ -185,5 +190,5 @@ def load_healthcare(data_dir: str | Path | None = None, normalize: bool = False,
         written = write_cache(cache, arrays)
         source = f"Healthcare table {table_file}" + (f" (cached to {cache})" if written else "")
     features = str(arrays["features"])
-    return dataset_from_arrays("healthcare", arrays, n_classes=int(arrays["n_classes"]),
+    return dataset_from_arrays("healthcare", arrays, n_classes=n_classes,
                                source=f"{source}; features: {features}")

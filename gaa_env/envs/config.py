@@ -28,11 +28,13 @@ class Benchmark:
     batch_size: int
     max_rounds: int
     partition: str = "shared"
+    worker_chunk: int | None = None  # workers per vmap call (FunctionalModel.worker_chunk); None: all at once
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mnist": Benchmark(dataset="mnist", model="mnist_mlp", n_workers=50, batch_size=64, max_rounds=5000),
-    "cifar10": Benchmark(dataset="cifar10", model="resnet18", n_workers=50, batch_size=64, max_rounds=10000),
+    "cifar10": Benchmark(dataset="cifar10", model="resnet18", n_workers=50, batch_size=64, max_rounds=10000,
+                         worker_chunk=10),
     "yelp": Benchmark(dataset="yelp", model="yelp_mlp", n_workers=10, batch_size=256, max_rounds=20000,
                       partition="by_group"),
     "healthcare": Benchmark(dataset="healthcare", model="healthcare_mlp", n_workers=50, batch_size=256,

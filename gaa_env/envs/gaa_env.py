@@ -71,18 +71,20 @@ class GAAEnv(gym.Env):
 
     ## Arguments
     See :class:`~gaa_env.envs.config.GAAConfig` and the README table: ``beta`` (0.5), ``attack``
-    (static | pretense | randomized | periodic | none), ``tampering`` (rf | gaussian | sign_flip | ...),
+    (static | pretense | randomized | periodic | none), ``tampering`` (rf | af | gaussian | sign_flip | alie | ipm |
+    min_max | min_sum | mimic | label_flip | inf | nan),
     ``attack_params``/``tampering_params`` (dicts), ``n_workers`` (50), ``lr`` (0.05), ``batch_size`` (64),
     ``quasi_size`` (8), ``horizon`` (5), ``max_rounds`` (5000), ``persistent`` (True), ``obs_mode``
     (features), ``action_mode`` (logits), ``logit_scale`` (10), ``partition`` (shared), ``dirichlet_alpha``,
     ``grad_clip`` (none), ``eval_interval`` (100), ``test_size`` (all), ``normalize`` (False),
-    ``data_dir``, ``seed`` (0).
+    ``data_dir``, ``data`` (real | synthetic: the labeled stand-in of :mod:`gaa_env.data.synthetic`), ``seed`` (0).
 
     ## Info
     ``round``, ``byzantine_mask`` (ground truth for the round just played), ``compromised_mask``,
     ``credit``, ``byzantine_credit`` (credit mass on Byzantine workers), ``quasi_loss``,
     ``test_accuracy`` and ``test_accuracy_round`` (latest evaluation), ``nonfinite_workers``,
-    ``update_rejected``, ``detection_precision``/``detection_recall`` (GAA+ with K = #Byzantine).
+    ``update_rejected``, ``detection_precision``/``detection_recall`` (GAA+ with K = #Byzantine),
+    ``dataset`` (its name; ``*-synthetic`` for stand-ins) and ``synthetic`` (bool).
 
     ## Version History
     * v0: initial release.
@@ -97,7 +99,7 @@ class GAAEnv(gym.Env):
         name = preset.dataset if cfg.data == "real" else f"{preset.dataset}-synthetic"
         dataset = _cached_dataset(name, cfg.data_dir, cfg.normalize)
         self.simulator = DistributedSGD(
-            dataset, FunctionalModel(make_model(preset.model)),
+            dataset, FunctionalModel(make_model(preset.model), worker_chunk=preset.worker_chunk),
             pattern=make_pattern(cfg.attack, **cfg.attack_params),
             tampering=make_tampering(cfg.tampering, **cfg.tampering_params),
             n_workers=cfg.n_workers, beta=cfg.beta, lr=cfg.lr, batch_size=cfg.batch_size,
