@@ -84,7 +84,8 @@ RESULT_COLUMNS = [
     "name", "source", "status", "reason", "label", "algo", "env", "attack", "tampering", "beta", "seed",
     "n_workers", "n_byzantine", "rounds", "total_steps", "eval_rounds", "relaxed",
     "final_test_accuracy", "best_test_accuracy", "final_quasi_loss", "byzantine_credit_last100",
-    "detection_precision_mean", "detection_recall_mean", "wall_time_per_round_mean", "rounds_done", "run_dir",
+    "detection_precision_mean", "detection_recall_mean", "wall_time_per_round_mean", "rounds_done", "cpu_seconds",
+    "run_dir",
 ]
 METRICS = ("final_test_accuracy", "best_test_accuracy", "final_quasi_loss", "byzantine_credit_last100",
            "detection_precision_mean", "detection_recall_mean", "wall_time_per_round_mean")
@@ -137,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", help="output folder: results.csv, summary.md, figures (default: runs/evaluate)")
     o.add_argument("--runs-dir", help="parent of the cells' run folders (default: OUT/runs)")
     o.add_argument("--from-runs", nargs="+", metavar="DIR",
-                   help="also tabulate train_agent.py run folders (a run folder or a folder of run folders)")
+                   help="also tabulate train_agent.py run folders (a run folder or a folder of run folders); "
+                        "with no grid flag/field at all, only these are tabulated")
     o.add_argument("--geomed-plus", action=argparse.BooleanOptionalAction, default=None,
                    help="for every gaa cell, compute GeoMed+ detection on a process with the same env kwargs and "
                         "seed (default: on)")
@@ -222,6 +224,8 @@ def options(spec: dict[str, Any]) -> dict[str, Any]:
         opts[key] = as_list(opts[key])
     for key in ("geomed_plus_seeds", "heatmaps", "heatmap_seeds"):
         opts[key] = None if opts[key] is None else as_list(opts[key])
+    if opts["report_notes"] and not Path(opts["report_notes"]).is_file():
+        raise SpecError(f"report_notes {opts['report_notes']}: no such file")
     if not isinstance(opts["processes"], int) or opts["processes"] < 1:
         raise SpecError(f"processes must be an integer >= 1, got {opts['processes']!r}")
     return opts
@@ -301,6 +305,17 @@ def expand(spec: dict[str, Any]) -> list[dict[str, Any]]:
                 seen.add(key)
                 cells.append(cell)
     return cells
+
+
+def finished(run_dir: str | Path) -> bool:
+    """A run folder whose run completed (train_agent writes summary.json on Ctrl-C too, marked interrupted)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        return "interrupted_at_round" not in json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
 
 
 def spec_hyperparam_algos(spec: dict[str, Any]) -> list[str]:
@@ -401,7 +416,7 @@ def build_cell(cell: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
     name = slug(f"{env_short(env)}_{algo}_{cell['attack']}-{cell['tampering']}_b{cell['beta']:g}_s{cell['seed']}"
                 f"_{config_hash(config)}")
     run_dir = Path(opts["runs_dir"]) / name
-    if status == "todo" and (run_dir / "summary.json").is_file():
+    if status == "todo" and finished(run_dir):
         status = "done"
     return {"name": name, "run_dir": str(run_dir), "config": config, "status": status, "reason": reason,
             "relaxed": relaxed, "source": "grid", "n_workers": n, "n_byzantine": f,
@@ -427,8 +442,8 @@ def from_runs(dirs: list[str]) -> list[dict[str, Any]]:
     defaults = GAAConfig()
     for run_dir in found:
         config = yaml.safe_load((run_dir / "config.yml").read_text())
-        if not (run_dir / "summary.json").is_file():
-            print(f"warning: --from-runs {run_dir}: no summary.json (unfinished run), left out", file=sys.stderr)
+        if not finished(run_dir):
+            print(f"warning: --from-runs {run_dir}: unfinished run, left out", file=sys.stderr)
             continue
         kw = config.get("env_kwargs") or {}
         try:
@@ -512,12 +527,17 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
         if task["kind"] == "geomed_plus":
             _run_geomed_plus(task)
         else:
             _run_cell(task)
+            if finished(task["run_dir"]):  # CPU time of this (last) attempt, for the grid's cost statement
+                from agents.monitor import write_atomic
+
+                timing = {"cpu_seconds": time.process_time() - cpu_start, "wall_seconds": time.perf_counter() - start}
+                write_atomic(Path(task["run_dir"]) / "evaluate_timing.json", json.dumps(timing))
         error = None
     except Exception as err:  # noqa: BLE001  (a failing cell must not stop the grid)
         error = f"{type(err).__name__}: {' '.join(str(err).split())}"
@@ -528,7 +548,7 @@ def _run_cell(task: dict[str, Any]) -> None:
     from agents.factory import is_sb3
 
     run_dir, config = Path(task["run_dir"]), task["config"]
-    if (run_dir / "summary.json").is_file():
+    if finished(run_dir):
         return
     sb3 = is_sb3(config["algo"])
     resume = (run_dir / ("model.zip" if sb3 else "checkpoint.pt")).is_file() and (run_dir / "config.yml").is_file()
@@ -644,6 +664,9 @@ def read_run(row: dict[str, Any]) -> dict[str, Any]:
     if summary.get("test_accuracy") is not None and summary.get("test_accuracy_round") is not None:
         accuracy[int(summary["test_accuracy_round"])] = float(summary["test_accuracy"])
 
+    timing_path = run_dir / "evaluate_timing.json"
+    cpu = json.loads(timing_path.read_text()).get("cpu_seconds") if timing_path.is_file() else None
+
     def mean(values: list[float | None]) -> float | None:
         kept = [v for v in values if v is not None and math.isfinite(v)]
         return float(np.mean(kept)) if kept else None
@@ -660,6 +683,7 @@ def read_run(row: dict[str, Any]) -> dict[str, Any]:
         "detection_recall_mean": mean(recall) if has_credit else None,
         "wall_time_per_round_mean": mean(wall[1:] if len(wall) > 1 else wall),
         "rounds_done": summary.get("round"),
+        "cpu_seconds": cpu,
         "_accuracy_curve": sorted(accuracy.items()),
         "_precision_curve": (rounds, precision) if has_credit else None,
     }
@@ -675,7 +699,7 @@ def result_rows(rows: list[dict[str, Any]], failed: set[str]) -> list[dict[str, 
                     "eval_rounds": config.get("eval_rounds") if "total_steps" in config else None})
         if row["name"] in failed:
             rec["status"] = "failed"
-        elif row["status"] != "n/a" and (Path(row["run_dir"]) / "summary.json").is_file():
+        elif row["status"] != "n/a" and finished(row["run_dir"]):
             rec["status"] = "done"
             rec.update(read_run(row))
         elif row["status"] != "n/a":
@@ -886,7 +910,8 @@ def plot_accuracy_bars(results: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.set_ylabel("final test accuracy")
         ax.set_title(f"{env}: {attack} attack, {tampering} ({_scale_note(recs)})", fontsize=10)
-        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
         path = out / f"accuracy_{env_short(env)}_{attack}-{tampering}.png"
         _save(fig, path)
         plt.close(fig)
@@ -919,7 +944,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path, attacks: list[str]) ->
         ax.set_ylim(0, 1)
         params = f", {attack_params}" if attack_params else ""
         ax.set_title(f"{env}: {attack}{params}, {tampering}, β = {beta:g} (min–max over seeds)", fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         path = out / f"curves_{env_short(env)}_{attack}-{tampering}_b{beta:g}.png"
         _save(fig, path)
         plt.close(fig)
@@ -967,7 +993,8 @@ def plot_detection(results: list[dict[str, Any]], rows: list[dict[str, Any]], ou
         ax.set_ylabel(f"precision (K = #Byzantine; moving mean, {window} rounds)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{env}: detection, {attack} {tampering}, β = {beta:g}", fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         path = out / f"detection_{env_short(env)}_{attack}-{tampering}_b{beta:g}.png"
         _save(fig, path)
         plt.close(fig)
@@ -1071,7 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args)
         opts = options(spec)
-        cells = [build_cell(cell, opts) for cell in expand(spec)]
+        tabulate_only = opts["from_runs"] and not any(key in spec for key in (*AXES, "grids"))
+        cells = [] if tabulate_only else [build_cell(cell, opts) for cell in expand(spec)]
         extra = from_runs(opts["from_runs"])
     except SpecError as err:
         raise SystemExit(f"error: {err}") from None

@@ -122,6 +122,24 @@ def make_problem(n: int, d: int, f: int, seed: int) -> tuple[torch.Tensor, Aggre
     return G, ctx
 
 
+def _status_gib(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field)) / (1 << 20)
+
+
+def peak_extra_gib(fn: Callable[[], object]) -> float | None:
+    """Peak resident memory of one call beyond what was resident before it (Linux only: resets
+    the high-water mark through /proc/self/clear_refs); None where that is not available."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        before = _status_gib("VmRSS:")
+        fn()
+        return _status_gib("VmHWM:") - before
+    except (OSError, StopIteration):
+        return None
+
+
 def time_calls(fns: list[Callable[[], object]], repeats: int, warmup: bool) -> list[float]:
     """Median wall time of each callable; the callables are interleaved in every repeat so that
     ours and the reference see the same background load (the 2 cores are shared)."""
@@ -162,13 +180,16 @@ def bench(n: int, d: int, f: int, repeats: int, with_refs: bool, mem_limit: floa
     rows = []
     for name in sorted(AGGREGATORS):
         row = {"rule": name, "n": str(n), "f": str(f), "d": f"{d:,}", "ours_ms": "", "ref_ms": "",
-               "ratio": "", "max_abs_diff": "", "note": ""}
+               "ratio": "", "max_abs_diff": "", "mem": "", "note": ""}
         reason = skip_reason(name, n, d, f, mem_limit)
         if reason:
             row["note"] = reason
             rows.append(row)
             continue
         rule = make_aggregator(name)
+        if d > SMALL_D:
+            peak = peak_extra_gib(lambda rule=rule: rule(G, ctx))
+            row["mem"] = "n/a" if peak is None else f"{max(peak, 0.0):.2f}"
         run_ref = False
         if name in REFERENCES:
             extra = reference_extra_bytes(name, n, d, f)
@@ -201,8 +222,12 @@ def bench(n: int, d: int, f: int, repeats: int, with_refs: bool, mem_limit: floa
 
 
 def print_table(title: str, rows: list[dict[str, str]]) -> None:
-    cols = ["rule", "n", "f", "d", "ours_ms", "ref_ms", "ratio", "max_abs_diff", "note"]
-    heads = ["rule", "n", "f", "d", "ours (ms)", "cdist ref (ms)", "ref / ours", "max |ours − ref|", "note"]
+    cols = ["rule", "n", "f", "d", "ours_ms", "ref_ms", "ratio", "max_abs_diff", "mem", "note"]
+    heads = ["rule", "n", "f", "d", "ours (ms)", "cdist ref (ms)", "ref / ours", "max abs(ours − ref)",
+             "ours: peak GiB beyond G", "note"]
+    if not any(row["mem"] for row in rows):
+        cols.remove("mem")
+        heads.remove("ours: peak GiB beyond G")
     print(f"\n### {title}\n")
     print("| " + " | ".join(heads) + " |")
     print("|" + "|".join("---" for _ in cols) + "|")

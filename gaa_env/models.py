@@ -162,7 +162,9 @@ class FunctionalModel:
         return vmap(self.loss, in_dims=(0, None, None))(theta.unsqueeze(0) - lr * updates, x, y)
 
     @torch.no_grad()
-    def accuracy(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int = 10_000) -> float:
+    def accuracy(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch: int | None = None) -> float:
+        """Top-1 accuracy, in batches small enough that a ResNet-18's activations stay within a few GB."""
+        batch = batch or (10_000 if self.dim < 1_000_000 else 256)
         correct = 0
         for start in range(0, len(x), batch):
             correct += int((self.logits(theta, x[start:start + batch]).argmax(1) == y[start:start + batch]).sum())
