@@ -76,13 +76,16 @@ class DistributedSGD:
         eval_interval: rounds between test-accuracy evaluations (0: only on demand).
         test_size: evaluate on the first ``test_size`` test samples (None: all).
         seed: default seed of :meth:`reset`.
+        gradient_backend: None (default) computes the honest rows here; else a callable
+            ``(θ, idx[n, b]) -> G[n, d]`` (or an object with ``honest_gradients``) that computes them
+            elsewhere — see :mod:`gaa_env.distributed` and ``docs/distributed.md``.
     """
 
     def __init__(self, dataset: Dataset, model: FunctionalModel, *, pattern: AttackPattern,
                  tampering: Tampering, n_workers: int = 50, beta: float = 0.0, lr: float = 0.05,
                  batch_size: int = 64, quasi_size: int = 8, partition: str = "shared",
                  dirichlet_alpha: float = 0.5, grad_clip: str = "none", eval_interval: int = 100,
-                 test_size: int | None = None, seed: int = 0) -> None:
+                 test_size: int | None = None, seed: int = 0, gradient_backend: Any = None) -> None:
         if n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         if not 0.0 <= beta < 1.0:
@@ -103,6 +106,7 @@ class DistributedSGD:
         self.test_x = dataset.x_test[:test_size] if test_size else dataset.x_test
         self.test_y = dataset.y_test[:test_size] if test_size else dataset.y_test
         self.seed = seed
+        self.gradient_backend = gradient_backend
         self.reset(seed)
 
     # ------------------------------------------------------------------ state
@@ -150,8 +154,12 @@ class DistributedSGD:
                             n_classes=self.dataset.n_classes)
         if bool(byzantine.any()):
             x, y = self.tampering.poison_batch(x, y, byzantine, ctx)
-        honest = self.model.worker_gradients(self.theta, x, y)
-        received = self.tampering(honest, byzantine, ctx)
+        if self.gradient_backend is None:
+            honest = self.model.worker_gradients(self.theta, x, y)
+            received = self.tampering(honest, byzantine, ctx)
+        else:  # honest rows from worker processes; poisoning/forging stay here (docs/distributed.md)
+            from gaa_env.distributed.round import remote_round
+            received = remote_round(self, idx, x, y, byzantine, ctx)
         finite = finite_row_mask(received)
         if not bool(finite.all()):
             received = torch.where(finite.unsqueeze(1), received, torch.zeros((), dtype=received.dtype))
