@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ def label_checksum(labels: torch.Tensor) -> int:
 
 def rpc_options(init_method: str, timeout_s: float, threads: int = 4) -> rpc.TensorPipeRpcBackendOptions:
     """TensorPipe over TCP (``uv``) with the plain copy channel: no shared memory or CMA needed."""
+    # init_rpc's internal Gloo group triggers a deprecation warning that is not ours to fix
+    warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
     return rpc.TensorPipeRpcBackendOptions(num_worker_threads=threads, rpc_timeout=timeout_s,
                                            init_method=init_method, _transports=["uv"], _channels=["basic"])
 
@@ -82,11 +85,12 @@ class WorkerSpec:
     worker_chunk: int | None
     start: int = 0
     stop: int = 0
-    exit_at_round: int | None = None  # testing: the process exits when asked for this round (simulated crash)
+    fault_round: int | None = None  # testing: from this round on the process fails (simulated crash/hang) ...
+    fault: str = "exit"  # ... "exit": exits at once without a reply; "hang": never answers (until told to stop)
 
 
 # ----------------------------------------------------------------------------- worker side (ranks 1..P)
-_STATE: dict[str, Any] = {}
+_STATE: dict[str, Any] = {"graceful": False}
 _STOP = threading.Event()
 _LAST_CONTACT = [time.monotonic()]
 
@@ -102,24 +106,35 @@ def _setup(spec: dict[str, Any]) -> dict[str, Any]:
     data = load_dataset(ws.dataset, data_dir=ws.data_dir, normalize=ws.normalize)
     model = FunctionalModel(make_model(ws.model), worker_chunk=ws.worker_chunk)
     _STATE.update(spec=ws, x=data.x_train, y=data.y_train, model=model)
+    loaded = time.perf_counter()
+    # warm-up: the first vmap(grad) call of a process is slow (lazy imports, kernel selection); do it here,
+    # not in round 0, whose deadline is the per-round timeout
+    model.worker_gradients(model.initial_theta(), data.x_train[:2].unsqueeze(0), data.y_train[:2].unsqueeze(0))
     _LAST_CONTACT[0] = time.monotonic()
     return {"pid": os.getpid(), "n_train": len(data.y_train), "labels": label_checksum(data.y_train),
-            "dim": model.dim, "seconds": time.perf_counter() - start}
+            "dim": model.dim, "load_s": loaded - start, "warmup_s": time.perf_counter() - loaded}
 
 
-def _gradients(theta: torch.Tensor, idx: torch.Tensor, round_index: int) -> torch.Tensor:
-    """Honest mini-batch gradients of this process's block at θ for sample indices ``idx[rows, b]`` (RPC target)."""
+def _gradients(theta: torch.Tensor, idx: torch.Tensor, round_index: int) -> tuple[torch.Tensor, float]:
+    """Honest mini-batch gradients of this process's block at θ for sample indices ``idx[rows, b]``, and the
+    seconds they took (RPC target)."""
     _LAST_CONTACT[0] = time.monotonic()
+    start = time.perf_counter()
     spec: WorkerSpec = _STATE["spec"]
-    if spec.exit_at_round is not None and round_index >= spec.exit_at_round:
-        os._exit(17)  # testing only: a crash without goodbye
+    if spec.fault_round is not None and round_index >= spec.fault_round:  # testing only
+        if spec.fault == "exit":
+            os._exit(17)  # a crash without goodbye
+        _STOP.wait()  # a hang: no reply; the server's deadline passes
+    if torch.get_num_threads() != _STATE["threads"]:  # RPC handler threads may not inherit the setting
+        torch.set_num_threads(_STATE["threads"])
     grads = _STATE["model"].worker_gradients(theta, _STATE["x"][idx], _STATE["y"][idx])
     _LAST_CONTACT[0] = time.monotonic()
-    return grads
+    return grads, time.perf_counter() - start
 
 
-def _stop() -> None:
-    """Ask this worker process to shut down (RPC target)."""
+def _stop(graceful: bool = False) -> None:
+    """Ask this worker process to shut down (RPC target); ``graceful``: every process is alive, say goodbye."""
+    _STATE["graceful"] = graceful
     _STOP.set()
 
 
@@ -127,6 +142,7 @@ def run_worker(rank: int, world_size: int, init_method: str, *, timeout_s: float
                idle_exit_s: float = 900.0, parent_pid: int | None = None, threads: int = 1) -> None:
     """Body of a worker process: serve RPCs until the server says stop, the parent dies or it is idle too long."""
     torch.set_num_threads(threads)
+    _STATE["threads"] = threads
     logging.basicConfig(level=logging.INFO, format=f"[worker{rank} %(levelname)s] %(message)s", force=True)
     rpc.init_rpc(worker_name(rank), rank=rank, world_size=world_size,
                  rpc_backend_options=rpc_options(init_method, timeout_s))
@@ -139,9 +155,21 @@ def run_worker(rank: int, world_size: int, init_method: str, *, timeout_s: float
             if time.monotonic() - _LAST_CONTACT[0] > idle_exit_s:
                 LOG.warning("no request from the server for %.0f s; exiting", idle_exit_s)
                 break
-        time.sleep(0.1)  # let the reply to _stop() leave before the agent goes away
     finally:
-        rpc.shutdown(graceful=False)
+        shutdown(_STATE["graceful"])
+
+
+def shutdown(graceful: bool, timeout_s: float = 10.0) -> None:
+    """Leave RPC: a graceful goodbye (all processes, bounded by ``timeout_s``) when every process is alive,
+    else a local shutdown — a graceful one would wait for the dead."""
+    if graceful:
+        try:
+            rpc.shutdown(graceful=True, timeout=timeout_s)
+            return
+        except Exception as err:  # fall back to a local shutdown
+            LOG.warning("graceful RPC shutdown failed (%s); shutting down locally", err)
+    time.sleep(0.1)  # let in-flight replies leave before the agent goes away
+    rpc.shutdown(graceful=False)
 
 
 # ----------------------------------------------------------------------------- server side (rank 0)
@@ -165,6 +193,8 @@ class RPCGradientBackend:
         self.rounds = 0
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.gather_seconds = 0.0  # wall time inside honest_gradients (send, wait, copy)
+        self.compute_seconds = 0.0  # per round, the slowest process's own gradient time
         self.setup_info: dict[int, dict[str, Any]] = {}
 
     @property
@@ -176,20 +206,24 @@ class RPCGradientBackend:
         return sorted(i for rank in self.dead for i in range(*self.blocks[rank]))
 
     def setup(self, spec: WorkerSpec, *, n_train: int | None = None, labels: int | None = None,
-              exit_rank: int | None = None, exit_at_round: int | None = None) -> None:
-        """Have every worker process load its data copy and model; check the copies match the server's."""
+              faults: dict[int, tuple[int, str]] | None = None) -> None:
+        """Have every worker process load its data copy and model; check the copies match the server's.
+
+        ``faults`` (testing): ``{rank: (round, "exit" | "hang")}`` — simulated failures of those ranks.
+        """
         futures = {}
         for rank, (start, stop) in self.blocks.items():
-            payload = asdict(spec) | {"start": start, "stop": stop,
-                                      "exit_at_round": exit_at_round if rank == exit_rank else None}
+            fault_round, fault = (faults or {}).get(rank, (None, "exit"))
+            payload = asdict(spec) | {"start": start, "stop": stop, "fault_round": fault_round, "fault": fault}
             futures[rank] = rpc.rpc_async(worker_name(rank), _setup, args=(payload,), timeout=self.setup_timeout_s)
         for rank, future in futures.items():
             try:
                 info = future.wait()
-            except Exception as err:  # noqa: BLE001 - any RPC failure means the process is unusable
+            except Exception as err:  # any RPC failure means the process is unusable
                 self._declare_dead(rank, "setup", err)
                 continue
-            if (n_train is not None and info["n_train"] != n_train) or (labels is not None and info["labels"] != labels):
+            if (n_train, labels) != (info["n_train"] if n_train is not None else None,
+                                     info["labels"] if labels is not None else None):
                 raise RuntimeError(f"worker process rank {rank} loaded a different training set "
                                    f"({info['n_train']} samples, label checksum {info['labels']}) than the server "
                                    f"({n_train}, {labels}); point all processes at the same data")
@@ -201,6 +235,8 @@ class RPCGradientBackend:
         """``[n, d]`` honest gradients; rows of dead/late worker processes are NaN (absent)."""
         round_index = self.rounds
         self.rounds += 1
+        start_time = time.perf_counter()
+        slowest = 0.0
         theta = theta.detach().contiguous()
         out = torch.full((self.n_workers, theta.numel()), float("nan"), dtype=theta.dtype)
         futures = []
@@ -212,8 +248,8 @@ class RPCGradientBackend:
             self.bytes_sent += theta.numel() * theta.element_size() + block.numel() * block.element_size()
         for rank, start, stop, future in futures:
             try:
-                grads = future.wait()
-            except Exception as err:  # noqa: BLE001 - timeout, connection reset, remote exception: all "absent"
+                grads, seconds = future.wait()
+            except Exception as err:  # timeout, connection reset, remote exception: all "absent"
                 self._declare_dead(rank, round_index, err)
                 continue
             if tuple(grads.shape) != (stop - start, theta.numel()):
@@ -221,6 +257,9 @@ class RPCGradientBackend:
                 continue
             out[start:stop] = grads
             self.bytes_received += grads.numel() * grads.element_size()
+            slowest = max(slowest, seconds)
+        self.compute_seconds += slowest
+        self.gather_seconds += time.perf_counter() - start_time
         return out
 
     def _declare_dead(self, rank: int, round_index: int | str, err: BaseException) -> None:
@@ -228,23 +267,29 @@ class RPCGradientBackend:
         reason = " ".join(str(err).split())[:300] or type(err).__name__
         self.dead[rank] = {"rank": rank, "workers": list(range(start, stop)), "round": round_index,
                            "reason": reason}
+        left = (f"training goes on with ranks {self.live_ranks}" if self.live_ranks else
+                "no worker process is left: rounds have no rows and θ stays where it is")
         LOG.warning("worker process rank %d (simulated workers %d..%d) failed at round %s: %s — its workers are "
-                    "absent (credit 0) from now on; training goes on with ranks %s",
-                    rank, start, stop - 1, round_index, reason, self.live_ranks)
+                    "absent (credit 0) from now on; %s", rank, start, stop - 1, round_index, reason, left)
 
-    def stop_workers(self, timeout_s: float = 5.0) -> None:
-        """Tell every live worker process to exit (errors ignored: it may already be gone)."""
+    def stop_workers(self, timeout_s: float = 5.0) -> bool:
+        """Tell every live worker process to exit (errors ignored: it may already be gone).
+
+        Returns True when every process is alive, so all of them (server too) can shut down gracefully.
+        """
+        graceful = not self.dead
         futures = []
-        for rank in self.live_ranks:
+        for rank in self.blocks:  # the dead too: a hung process may still hear it
             try:
-                futures.append(rpc.rpc_async(worker_name(rank), _stop, timeout=timeout_s))
-            except Exception:  # noqa: BLE001,S110 - shutting down anyway
+                futures.append(rpc.rpc_async(worker_name(rank), _stop, args=(graceful,), timeout=timeout_s))
+            except Exception:  # shutting down anyway
                 pass
         for future in futures:
             try:
                 future.wait()
-            except Exception:  # noqa: BLE001,S110
-                pass
+            except Exception:  # shutting down anyway
+                graceful = False
+        return graceful
 
     def stats(self) -> dict[str, Any]:
         rounds = max(self.rounds, 1)
@@ -252,4 +297,6 @@ class RPCGradientBackend:
                 "bytes_sent_per_round": self.bytes_sent / rounds,
                 "bytes_received_per_round": self.bytes_received / rounds,
                 "bytes_per_round": (self.bytes_sent + self.bytes_received) / rounds,
+                "gather_ms_per_round": 1e3 * self.gather_seconds / rounds,
+                "worker_compute_ms_per_round": 1e3 * self.compute_seconds / rounds,
                 "dead_ranks": list(self.dead.values()), "absent_workers": self.absent_workers()}

@@ -41,6 +41,7 @@ from gaa_env.distributed.rpc_backend import (
     pin_loopback,
     rpc_options,
     run_worker,
+    shutdown,
 )
 
 FIXED_CREDIT = "credit"
@@ -59,6 +60,13 @@ class FixedCreditAgent:
 
     def play(self, env: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         return env.step_with_credit(self.credit)
+
+
+def parse_fault(text: str) -> tuple[int, int, str]:
+    rank, round_index, mode = text.split(":")
+    if mode not in ("exit", "hang"):
+        raise argparse.ArgumentTypeError(f"fault mode must be exit or hang, got {mode!r}")
+    return int(rank), int(round_index), mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--record", default=None, metavar="PATH",
                         help="torch.save θ trajectory [R+1, d], credits [R, n] and absent rows [R, n] to PATH")
-    parser.add_argument("--test-exit-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--test-exit-round", type=int, default=None, help=argparse.SUPPRESS)
+    # testing only, repeatable: RANK:ROUND:exit|hang — that worker process exits / stops answering at ROUND
+    parser.add_argument("--test-fault", action="append", default=[], type=parse_fault, help=argparse.SUPPRESS)
     return parser
 
 
@@ -136,27 +144,34 @@ def serve(args: argparse.Namespace, world_size: int, init_method: str) -> dict[s
     rpc.init_rpc("server", rank=0, world_size=world_size,
                  rpc_backend_options=rpc_options(init_method, max(args.timeout_s, args.setup_timeout_s)))
     backend: RPCGradientBackend | None = None
+    graceful = False
     try:
         env = make_env(config)
         unwrapped = env.unwrapped
         sim = unwrapped.simulator
         backend = RPCGradientBackend(world_size, sim.n_workers, timeout_s=args.timeout_s,
                                      setup_timeout_s=args.setup_timeout_s)
+        setup_start = time.perf_counter()
         backend.setup(worker_spec(unwrapped.config), n_train=len(sim.dataset.y_train),
-                      labels=label_checksum(sim.dataset.y_train), exit_rank=args.test_exit_rank,
-                      exit_at_round=args.test_exit_round)
+                      labels=label_checksum(sim.dataset.y_train),
+                      faults={rank: (round_index, mode) for rank, round_index, mode in args.test_fault})
+        LOG.info("%d worker process(es) ready in %.1f s (data load / warm-up per rank: %s); simulated workers "
+                 "per rank: %s", len(backend.live_ranks), time.perf_counter() - setup_start,
+                 {r: f"{i['load_s']:.1f}/{i['warmup_s']:.1f} s" for r, i in backend.setup_info.items()},
+                 {r: f"{a}..{b - 1}" for r, (a, b) in backend.blocks.items() if r in backend.live_ranks})
         sim.gradient_backend = backend
         agent = make_agent(args, config, sim.n_workers)
         rounds = int(config["rounds"])
         env.reset(seed=config["seed"])
-        thetas, credits, absent = [sim.theta.clone()], [], []
+        thetas, credits, absent = [sim.theta.clone()], [], []  # kept only with --record
         start = time.perf_counter()
         for _ in range(rounds):
             played = sim.current
             _, _, terminated, truncated, info = agent.play(unwrapped)
-            thetas.append(sim.theta.clone())
-            credits.append(torch.as_tensor(info["credit"]))
-            absent.append(~played.finite)
+            if args.record:
+                thetas.append(sim.theta.clone())
+                credits.append(torch.as_tensor(info["credit"]))
+                absent.append(~played.finite)
             if terminated or truncated:
                 env.reset()
         seconds = time.perf_counter() - start
@@ -171,10 +186,10 @@ def serve(args: argparse.Namespace, world_size: int, init_method: str) -> dict[s
                 **backend.stats()}
     finally:
         if backend is not None:
-            backend.stop_workers()
+            graceful = backend.stop_workers()
         else:  # setup never started: the workers still wait for a stop
             _stop_all(world_size)
-        rpc.shutdown(graceful=False)
+        shutdown(graceful)
 
 
 def _stop_all(world_size: int) -> None:
@@ -185,7 +200,7 @@ def _stop_all(world_size: int) -> None:
     for rank in range(1, world_size):
         try:
             rpc.rpc_async(worker_name(rank), _stop, timeout=5.0).wait()
-        except Exception:  # noqa: BLE001 - shutting down anyway
+        except Exception:  # shutting down anyway
             pass
 
 
@@ -211,6 +226,7 @@ def spawn_main(args: argparse.Namespace) -> dict[str, Any]:
     init_method = f"tcp://127.0.0.1:{free_port()}"
     options = {"timeout_s": max(args.timeout_s, args.setup_timeout_s), "idle_exit_s": args.idle_exit_s,
                "parent_pid": os.getpid(), "threads": args.threads, "sys_path": list(sys.path)}
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # read by the children's torch at import
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_spawned_worker, args=(rank, world_size, init_method, dict(options)), daemon=True,
                          name=f"gaa-worker{rank}") for rank in range(1, world_size)]
@@ -254,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[server %(levelname)s] %(message)s")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # agents/ and train_agent.py live in the repository root
-    summary = spawn_main(args) if args.spawn is not None else torchrun_main(args)
+    try:
+        summary = spawn_main(args) if args.spawn is not None else torchrun_main(args)
+    except ValueError as err:  # bad env kwargs / hyperparameters: one line, non-zero exit (as train_agent.py)
+        raise SystemExit(f"error: {err}") from None
     if summary is not None:
         print(json.dumps(summary, default=str), flush=True)
     return 0
