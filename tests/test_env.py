@@ -23,7 +23,7 @@ def test_registration_is_idempotent_and_the_id_exists():
 
 
 @pytest.mark.parametrize("obs_mode", ["features", "paper"])
-@pytest.mark.parametrize("action_mode", ["logits", "simplex"])
+@pytest.mark.parametrize("action_mode", ["logits", "simplex", "feature_weights"])
 def test_gymnasium_env_checker_passes(obs_mode, action_mode):
     env = make(obs_mode=obs_mode, action_mode=action_mode)
     check_env(env.unwrapped, skip_render_check=True)
@@ -113,7 +113,7 @@ def test_same_seed_and_actions_give_identical_trajectories():
         ({"attack": "sneaky"}, r"unknown attack 'sneaky'; allowed: \["),
         ({"tampering": "boom"}, r"unknown tampering 'boom'; allowed: \["),
         ({"obs_mode": "pixels"}, r"unknown obs_mode 'pixels'; allowed: \['features', 'paper'\]"),
-        ({"action_mode": "argmax"}, r"unknown action_mode 'argmax'; allowed: \['logits', 'simplex'\]"),
+        ({"action_mode": "argmax"}, r"unknown action_mode 'argmax'; allowed: \['logits', 'simplex', 'feature"),
         ({"n_workers": 0}, r"n_workers must be an integer >= 1, got 0"),
         ({"betta": 0.5}, r"unknown environment kwarg\(s\) \['betta'\]; allowed: \["),
         ({"attack": "pretense", "attack_params": {"L": 3}}, r"bad parameters \['L'\] for attack pattern 'pretense'"),
@@ -129,7 +129,7 @@ def test_bad_actions_are_refused_with_a_reason():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"shape \(6,\).*got \(5,\)"):
         env.step(np.ones(5, dtype=np.float32))
-    with pytest.raises(ValueError, match=r"NaN/Inf entries at workers \[2\]"):
+    with pytest.raises(ValueError, match=r"NaN/Inf entries at \[2\]"):
         env.step(np.array([1, 1, np.nan, 1, 1, 1], dtype=np.float32))
     with pytest.raises(ValueError, match=r"negative credit at workers \[0\]"):
         env.step(np.array([-1, 1, 1, 1, 1, 1], dtype=np.float32))
@@ -165,3 +165,18 @@ def test_a_restored_checkpoint_continues_the_same_trajectory():
         assert r_a == r_b
     with pytest.raises(ValueError, match="another environment configuration"):
         make(beta=0.2).unwrapped.load_state_dict(state)
+
+
+def test_feature_weights_score_every_worker_with_one_shared_linear_scorer():
+    env = make(action_mode="feature_weights", logit_scale=5.0)
+    obs, _ = env.reset(seed=0)
+    assert env.action_space.shape == (len(FEATURE_NAMES),)
+    weights = np.zeros(len(FEATURE_NAMES), dtype=np.float32)
+    weights[1] = -1.0  # prefer small log-norm ratios: RF rows (norm ~ 80) lose their credit
+    credit = env.unwrapped.action_to_credit(weights).numpy()
+    z = (obs[:, 1] - obs[:, 1].mean()) / obs[:, 1].std()
+    expected = np.exp(-5.0 * z) / np.exp(-5.0 * z).sum()  # softmax(logit_scale * Z w) by hand
+    np.testing.assert_allclose(credit, expected, rtol=1e-4)
+    assert credit[env.unwrapped.simulator.compromised.numpy()].sum() < 1e-3
+    with pytest.raises(ValueError, match=r"shape \(7,\) \(one weight per feature\)"):
+        env.step(np.zeros(6, dtype=np.float32))

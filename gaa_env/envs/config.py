@@ -15,7 +15,7 @@ from gaa_env.simulator import GRAD_CLIPS
 
 OBS_MODES = ("features", "paper")
 DATA_KINDS = ("real", "synthetic")
-ACTION_MODES = ("logits", "simplex")
+ACTION_MODES = ("logits", "simplex", "feature_weights")
 
 
 @dataclass(frozen=True)

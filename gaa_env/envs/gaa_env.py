@@ -17,7 +17,14 @@ from gaa_env.attacks import make_pattern, make_tampering
 from gaa_env.data import Dataset, load_dataset
 from gaa_env.envs.config import BENCHMARKS, GAAConfig
 from gaa_env.models import FunctionalModel, make_model
-from gaa_env.observations import FEATURE_HIGH, FEATURE_LOW, feature_observation, paper_bounds, paper_observation
+from gaa_env.observations import (
+    FEATURE_HIGH,
+    FEATURE_LOW,
+    FEATURE_NAMES,
+    feature_observation,
+    paper_bounds,
+    paper_observation,
+)
 from gaa_env.simulator import DistributedSGD, RoundGradients, StepOutcome
 
 
@@ -38,7 +45,11 @@ class GAAEnv(gym.Env):
     ## Action Space
     ``Box(-1, 1, (n,))`` with ``action_mode="logits"``: α = softmax(``logit_scale`` · action).
     ``Box(0, 1, (n,))`` with ``action_mode="simplex"``: a non-negative credit vector, renormalised to
-    sum 1. A wrong shape, NaN/Inf or (simplex) a negative entry or an all-zero vector raises ValueError.
+    sum 1. ``Box(-1, 1, (7,))`` with ``action_mode="feature_weights"``: the weights w of one linear
+    scorer shared by all workers, α = softmax(``logit_scale`` · Z w) with Z the round's per-worker
+    features (Observation Space, features) standardised over workers — a 7-dimensional,
+    permutation-equivariant action that SB3 agents learn far more easily than n logits.
+    A wrong shape, NaN/Inf or (simplex) a negative entry or an all-zero vector raises ValueError.
 
     ## Observation Space
     ``obs_mode="features"``: ``Box(low, high, (n, 7), float32)``, one row per worker:
@@ -111,8 +122,11 @@ class GAAEnv(gym.Env):
         else:
             low, high = paper_bounds(n, d)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        low = -1.0 if cfg.action_mode == "logits" else 0.0
-        self.action_space = spaces.Box(low, 1.0, shape=(n,), dtype=np.float32)
+        if cfg.action_mode == "feature_weights":
+            self.action_space = spaces.Box(-1.0, 1.0, shape=(len(FEATURE_NAMES),), dtype=np.float32)
+        else:
+            low = -1.0 if cfg.action_mode == "logits" else 0.0
+            self.action_space = spaces.Box(low, 1.0, shape=(n,), dtype=np.float32)
         self._started = False
         self._episode_round = 0
 
@@ -170,30 +184,26 @@ class GAAEnv(gym.Env):
 
     def action_to_credit(self, action: np.ndarray) -> torch.Tensor:
         """Validate an action and map it onto the simplex S_n (see Action Space)."""
-        n = self.config.n_workers
+        n, mode = self.config.n_workers, self.config.action_mode
         array = np.asarray(action, dtype=np.float64)
-        if array.shape != (n,):
-            raise ValueError(f"action must have shape ({n},) (one entry per worker), got {array.shape}")
+        expected = (len(FEATURE_NAMES),) if mode == "feature_weights" else (n,)
+        what = "one weight per feature" if mode == "feature_weights" else "one entry per worker"
+        if array.shape != expected:
+            raise ValueError(f"action must have shape {expected} ({what}), got {array.shape}")
         if not np.isfinite(array).all():
             bad = np.flatnonzero(~np.isfinite(array)).tolist()
-            raise ValueError(f"action has NaN/Inf entries at workers {bad}; all {n} entries must be finite")
+            raise ValueError(f"action has NaN/Inf entries at {bad}; all {expected[0]} entries must be finite")
         values = torch.as_tensor(array)
-        if self.config.action_mode == "logits":
+        if mode == "logits":
             return torch.softmax(self.config.logit_scale * values.clamp(-1.0, 1.0), dim=0).float()
+        if mode == "feature_weights":
+            return self._scored_credit(values.clamp(-1.0, 1.0))
         if (values < 0).any():
             bad = np.flatnonzero(array < 0).tolist()
             raise ValueError(f"simplex action has negative credit at workers {bad}; credits must be >= 0")
         if float(values.sum()) <= 0:
             raise ValueError("simplex action is all zeros; at least one credit must be > 0")
         return (values / values.sum()).float()
-
-    def credit_to_action(self, credit: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`action_to_credit` (up to the logits' clipping), for fixed-rule policies."""
-        credit = torch.as_tensor(np.asarray(credit), dtype=torch.float64)
-        if self.config.action_mode == "simplex":
-            return credit.numpy().astype(np.float32)
-        logits = torch.log(credit.clamp_min(1e-12)) / self.config.logit_scale
-        return (logits - logits.max() + 1.0).clamp(-1.0, 1.0).numpy().astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         """The learning process and episode position, for checkpoints (see :meth:`load_state_dict`)."""
@@ -212,6 +222,17 @@ class GAAEnv(gym.Env):
         return self._observation()
 
     # ------------------------------------------------------------ helpers
+    def _scored_credit(self, weights: torch.Tensor) -> torch.Tensor:
+        """α = softmax(logit_scale · Z w): Z = this round's per-worker features standardised over
+        workers, w = the action — one linear scorer shared by all workers (permutation-equivariant)."""
+        sim = self.simulator
+        assert sim.current is not None
+        features = feature_observation(sim.current, sim.model, sim.theta, sim.lr, sim.quasi_x, sim.quasi_y,
+                                       self.credit, sim.previous_update).double()
+        z = (features - features.mean(0)) / features.std(0, unbiased=False).clamp_min(1e-6)
+        return torch.softmax(self.config.logit_scale * (z @ weights), dim=0).float()
+
+
     def _observation(self) -> np.ndarray:
         sim = self.simulator
         assert sim.current is not None
