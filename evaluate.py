@@ -224,6 +224,11 @@ def options(spec: dict[str, Any]) -> dict[str, Any]:
         opts[key] = as_list(opts[key])
     for key in ("geomed_plus_seeds", "heatmaps", "heatmap_seeds"):
         opts[key] = None if opts[key] is None else as_list(opts[key])
+    from gaa_env.aggregators import AGGREGATORS
+
+    if opts["geomed_plus_driver"] not in AGGREGATORS:
+        raise SpecError(f"geomed_plus_driver {opts['geomed_plus_driver']!r} is not a rule; allowed: "
+                        f"{', '.join(sorted(AGGREGATORS))}")
     if opts["report_notes"] and not Path(opts["report_notes"]).is_file():
         raise SpecError(f"report_notes {opts['report_notes']}: no such file")
     if not isinstance(opts["processes"], int) or opts["processes"] < 1:
@@ -767,6 +772,11 @@ def groups(results: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, 
     return out
 
 
+def attack_key(env: str, attack: str, tampering: str, *rest: Any) -> tuple:
+    """Report order: static attack first, RF first (the paper's Fig. 4), then the others by name."""
+    return (env, attack != "static", attack, tampering != "rf", tampering, *rest)
+
+
 def status_cell(recs: list[dict[str, Any]], value: str) -> str:
     done = [r for r in recs if r["status"] == "done"]
     if not done:
@@ -782,10 +792,13 @@ def long_table(results: list[dict[str, Any]]) -> list[str]:
             "Byz. credit (last 100)", "GAA+ precision", "GAA+ recall", "ms/round"]
     if multi_env:
         head.insert(0, "env")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["GAA+ columns: the K = #Byzantine smallest credits of each agent's α, averaged over the rounds. For a "
+             "rule with one-hot or uniform credit the ties go by worker index, so they mean little there; `–` for "
+             "rules without a credit vector (median, trimmed mean, Bulyan, centered clipping).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = label_order(results)
     keyed = groups(results, ("env", "label", "attack", "tampering", "beta"))
-    for key in sorted(keyed, key=lambda k: (k[0], k[2], k[3], order.index(k[1]), k[4])):
+    for key in sorted(keyed, key=lambda k: attack_key(k[0], k[2], k[3], order.index(k[1]), k[4])):
         recs = keyed[key]
         done = [r for r in recs if r["status"] == "done"]
         if not done:
@@ -806,12 +819,13 @@ def long_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def pivot_tables(results: list[dict[str, Any]]) -> list[str]:
-    """Final accuracy, label × beta, per (env, attack, tampering) — the numbers behind the bar figures."""
+def pivot_tables(results: list[dict[str, Any]], figures: dict[tuple, str] | None = None) -> list[str]:
+    """Final accuracy, label × beta, per (env, attack, tampering), each followed by its bar figure."""
     order = label_order(results)
     lines: list[str] = []
     references = [r for r in results if r["attack"] == "none"]
-    for (env, attack, tampering), recs in sorted(groups(results, ("env", "attack", "tampering")).items()):
+    for (env, attack, tampering), recs in sorted(groups(results, ("env", "attack", "tampering")).items(),
+                                                 key=lambda kv: attack_key(*kv[0])):
         if attack == "none":
             continue
         betas = sorted({r["beta"] for r in recs})
@@ -832,6 +846,8 @@ def pivot_tables(results: list[dict[str, Any]]) -> list[str]:
             value = fmt([r["final_test_accuracy"] for r in done], 100)
             lines.append(f"| {label[0]}, no attack | " + " | ".join([value] * len(betas)) + " |")
         lines.append("")
+        if figures and (env, attack, tampering) in figures:
+            lines += [figures[(env, attack, tampering)], ""]
     return lines
 
 
@@ -875,12 +891,13 @@ def _scale_note(recs: list[dict[str, Any]]) -> str:
     return f"{'/'.join(str(x) for x in rounds)} rounds, seeds {','.join(str(s) for s in seeds)}"
 
 
-def plot_accuracy_bars(results: list[dict[str, Any]], out: Path) -> list[Path]:
+def plot_accuracy_bars(results: list[dict[str, Any]], out: Path) -> dict[tuple, Path]:
     plt = _plt()
     order = label_order(results)
-    paths = []
+    paths = {}
     references = [r for r in results if r["attack"] == "none" and r["status"] == "done"]
-    for (env, attack, tampering), recs in sorted(groups(results, ("env", "attack", "tampering")).items()):
+    for (env, attack, tampering), recs in sorted(groups(results, ("env", "attack", "tampering")).items(),
+                                                 key=lambda kv: attack_key(*kv[0])):
         if attack == "none":
             continue
         labels = [lab for lab in order if any(r["label"] == lab for r in recs)]
@@ -915,7 +932,7 @@ def plot_accuracy_bars(results: list[dict[str, Any]], out: Path) -> list[Path]:
         path = out / f"accuracy_{env_short(env)}_{attack}-{tampering}.png"
         _save(fig, path)
         plt.close(fig)
-        paths.append(path)
+        paths[(env, attack, tampering)] = path
     return paths
 
 
@@ -924,7 +941,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path, attacks: list[str]) ->
     order = label_order(results)
     paths = []
     done = [r for r in results if r["status"] == "done" and r["attack"] in attacks and r.get("_accuracy_curve")]
-    for (env, attack, tampering, beta), recs in sorted(groups(done, ("env", "attack", "tampering", "beta")).items()):
+    for (env, attack, tampering, beta), recs in sorted(groups(done, ("env", "attack", "tampering", "beta")).items(),
+                                                       key=lambda kv: attack_key(*kv[0])):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         by = groups(recs, ("label",))
         for label in [lab for lab in order if (lab,) in by]:
@@ -933,7 +951,7 @@ def plot_curves(results: list[dict[str, Any]], out: Path, attacks: list[str]) ->
             if not xs:
                 continue
             ys = np.array([[c[x] for x in xs] for c in curves])
-            ax.plot(xs, ys.mean(axis=0), marker=".", label=f"{label} ({len(curves)} seeds)")
+            ax.plot(xs, ys.mean(axis=0), marker=".", label=f"{label} ({seeds_text(len(curves))})")
             if len(curves) > 1:
                 ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), alpha=0.15)
         attack_params = recs[0]["_config"]["env_kwargs"].get("attack_params") or {}
@@ -953,6 +971,10 @@ def plot_curves(results: list[dict[str, Any]], out: Path, attacks: list[str]) ->
     return paths
 
 
+def seeds_text(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
@@ -966,7 +988,8 @@ def plot_detection(results: list[dict[str, Any]], rows: list[dict[str, Any]], ou
     gaa = [r for r in results if r["algo"] == "gaa" and r["status"] == "done" and r.get("_precision_curve")
            and r["attack"] != "none"]
     geomed_csv = {row["name"]: row.get("geomed_plus_csv") for row in rows}
-    for (env, attack, tampering, beta), recs in sorted(groups(gaa, ("env", "attack", "tampering", "beta")).items()):
+    for (env, attack, tampering, beta), recs in sorted(groups(gaa, ("env", "attack", "tampering", "beta")).items(),
+                                                       key=lambda kv: attack_key(*kv[0])):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         rounds_max = max(max(r["_precision_curve"][0]) for r in recs)
         window = max(1, rounds_max // 50)
@@ -976,7 +999,7 @@ def plot_detection(results: list[dict[str, Any]], rows: list[dict[str, Any]], ou
             length = min(len(c) for c in curves)
             ys = _smooth(np.nanmean([c[:length] for c in curves], axis=0), window)
             xs = np.arange(1, len(ys) + 1) + (window - 1) // 2 if window > 1 else np.arange(1, len(ys) + 1)
-            ax.plot(xs, ys, label=f"GAA+ ({label[0]}, {len(curves)} seeds)")
+            ax.plot(xs, ys, label=f"GAA+ ({label[0]}, {seeds_text(len(curves))})")
             geo = []
             for r in group:
                 path = geomed_csv.get(r["name"])
@@ -988,7 +1011,7 @@ def plot_detection(results: list[dict[str, Any]], rows: list[dict[str, Any]], ou
                 ys = _smooth(np.mean([g[:length] for g in geo], axis=0), window)
                 xs = np.arange(1, len(ys) + 1) + (window - 1) // 2 if window > 1 else np.arange(1, len(ys) + 1)
                 suffix = f" [env of {label[0]}]" if len(by) > 1 else ""
-                ax.plot(xs, ys, linestyle="--", label=f"GeoMed+{suffix} ({len(geo)} seeds)")
+                ax.plot(xs, ys, linestyle="--", label=f"GeoMed+{suffix} ({seeds_text(len(geo))})")
         ax.set_xlabel("round")
         ax.set_ylabel(f"precision (K = #Byzantine; moving mean, {window} rounds)")
         ax.set_ylim(-0.02, 1.02)
@@ -1021,7 +1044,7 @@ def copy_heatmaps(results: list[dict[str, Any]], out: Path, algos: list[str] | N
 
 
 # ----------------------------------------------------------------------------------- markdown
-def render(results: list[dict[str, Any]], figures: dict[str, list[Path]],
+def render(results: list[dict[str, Any]], figures: dict[str, Any],
            heatmaps: list[tuple[dict[str, Any], Path]], base: Path, embed: bool) -> list[str]:
     def link(path: Path) -> str:
         rel = os.path.relpath(path, base)
@@ -1030,7 +1053,7 @@ def render(results: list[dict[str, Any]], figures: dict[str, list[Path]],
     lines = ["## Final test accuracy (Fig. 4 analogue)", "",
              "`*`: rule run with `strict=False` (its precondition n ≥ 2f + 3 fails at this β; the paper ran it "
              "anyway). `n/a`: the rule's precondition fails (e.g. Bulyan needs n ≥ 4f + 3).", "",
-             *pivot_tables(results), *(link(p) for p in figures["accuracy"]), ""]
+             *pivot_tables(results, {key: link(path) for key, path in figures["accuracy"].items()})]
     if figures["curves"]:
         lines += ["## Learning curves (Fig. 5 analogue)", "", *(link(p) for p in figures["curves"]), ""]
     if figures["detection"]:
@@ -1052,12 +1075,13 @@ def render(results: list[dict[str, Any]], figures: dict[str, list[Path]],
     return lines
 
 
-def write_markdown(results: list[dict[str, Any]], figures: dict[str, list[Path]],
-                   heatmaps: list[tuple[dict[str, Any], Path]], opts: dict[str, Any], command: str) -> None:
+def write_markdown(results: list[dict[str, Any]], figures: dict[str, Any],
+                   heatmaps: list[tuple[dict[str, Any], Path]], opts: dict[str, Any], command: str,
+                   n_geomed_plus: int = 0) -> None:
     from agents.monitor import write_atomic
 
     out = Path(opts["out"])
-    scale = scale_statement(results)
+    scale = scale_statement(results, n_geomed_plus)
     summary = ["# Evaluation summary", "", f"Command: `{command}`", "", scale, "",
                *render(results, figures, heatmaps, out, embed=False),
                "## All runs (mean ± std over seeds)", "", *long_table(results), ""]
@@ -1076,17 +1100,29 @@ def write_markdown(results: list[dict[str, Any]], figures: dict[str, list[Path]]
         write_atomic(report, "\n".join(text))
 
 
-def scale_statement(results: list[dict[str, Any]]) -> str:
+def scale_statement(results: list[dict[str, Any]], n_geomed_plus: int = 0) -> str:
+    """What was run, at which scale, and what it cost (process CPU time of one torch thread)."""
+    from gaa_env import ENV_IDS
+    from gaa_env.envs.config import BENCHMARKS
+
     done = [r for r in results if r["status"] == "done"]
     if not done:
         return "No finished runs."
-    rounds = sorted({r["rounds"] for r in done if r["rounds"]})
+    rounds = sorted({r["rounds"] or r["eval_rounds"] for r in done if r["rounds"] or r["eval_rounds"]})
     seeds = sorted({r["seed"] for r in done})
     n = sorted({r["n_workers"] for r in done if r["n_workers"]})
-    cpu_minutes = sum((r["wall_time_per_round_mean"] or 0) * (r["rounds_done"] or 0) for r in done) / 60
-    return (f"**Scale:** {len(done)} finished runs; {', '.join(map(str, rounds)) or '–'} rounds per run "
-            f"(the paper: 5,000 for MNIST); seeds {', '.join(map(str, seeds))}; n = "
-            f"{', '.join(map(str, n))} workers; ≈ {cpu_minutes:.0f} CPU-minutes of rounds (one torch thread).")
+    paper = sorted({f"{BENCHMARKS[ENV_IDS[r['env']]].max_rounds:,} for {r['env']}" for r in done
+                    if r["env"] in ENV_IDS})
+    measured = [r["cpu_seconds"] for r in done if r.get("cpu_seconds") is not None]
+    estimated = [(r["wall_time_per_round_mean"] or 0) * (r["rounds_done"] or 0) for r in done
+                 if r.get("cpu_seconds") is None]
+    cost = f"≈ {(sum(measured) + sum(estimated)) / 60:.0f} CPU-minutes for the runs (one torch thread"
+    if estimated:
+        cost += f"; {len(estimated)} of them estimated from their wall time"
+    cost += ")" + (f", plus {n_geomed_plus} GeoMed+ processes of about one GeoMed run each" if n_geomed_plus else "")
+    return (f"**Scale:** {len(done)} finished runs; {', '.join(map(str, rounds))} rounds per run "
+            f"(the paper: {'; '.join(paper) or '?'}); seeds {', '.join(map(str, seeds))}; n = "
+            f"{', '.join(map(str, n))} workers; {cost}.")
 
 
 # ----------------------------------------------------------------------------------- main
@@ -1134,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
                "detection": plot_detection(results, cells, out)}
     heatmaps = copy_heatmaps(results, out, opts["heatmaps"], opts["heatmap_seeds"])
     command = "python evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_markdown(results, figures, heatmaps, opts, command.strip())
+    write_markdown(results, figures, heatmaps, opts, command.strip(), len(detections))
     print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}" + (f", {opts['report']}" if opts["report"] else ""),
           file=sys.stderr)
     if interrupted:
