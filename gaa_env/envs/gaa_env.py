@@ -225,23 +225,27 @@ class GAAEnv(gym.Env):
     def _scored_credit(self, weights: torch.Tensor) -> torch.Tensor:
         """α = softmax(logit_scale · Z w): Z = this round's per-worker features standardised over
         workers, w = the action — one linear scorer shared by all workers (permutation-equivariant)."""
-        sim = self.simulator
-        assert sim.current is not None
-        features = feature_observation(sim.current, sim.model, sim.theta, sim.lr, sim.quasi_x, sim.quasi_y,
-                                       self.credit, sim.previous_update).double()
+        features = self._features().double()
         z = (features - features.mean(0)) / features.std(0, unbiased=False).clamp_min(1e-6)
         return torch.softmax(self.config.logit_scale * (z @ weights), dim=0).float()
 
+    def _features(self) -> torch.Tensor:
+        """This round's per-worker features, computed once per round (observation and scorer share them)."""
+        sim = self.simulator
+        assert sim.current is not None
+        cached = getattr(self, "_features_cache", None)
+        if cached is None or cached[0] is not sim.current:
+            features = feature_observation(sim.current, sim.model, sim.theta, sim.lr, sim.quasi_x, sim.quasi_y,
+                                           self.credit, sim.previous_update)
+            self._features_cache = (sim.current, features)
+        return self._features_cache[1]
 
     def _observation(self) -> np.ndarray:
         sim = self.simulator
         assert sim.current is not None
         if self.config.obs_mode == "paper":
-            obs = paper_observation(sim.current, sim.theta, self.credit)
-        else:
-            obs = feature_observation(sim.current, sim.model, sim.theta, sim.lr, sim.quasi_x, sim.quasi_y,
-                                      self.credit, sim.previous_update)
-        return obs.numpy()
+            return paper_observation(sim.current, sim.theta, self.credit).numpy()
+        return self._features().numpy().copy()
 
     def _info(self, outcome: StepOutcome | None, played: RoundGradients | None = None) -> dict[str, Any]:
         sim = self.simulator
