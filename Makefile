@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -27,9 +27,6 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
-
-test-slow: install
-	$(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check .
