@@ -58,14 +58,14 @@ class RunMonitor:
         self._last_time = now
         values.update({k: info[k] for k in SCALARS if k in info and k not in values})
         step = int(info["round"])
+        measured_at = info.get("test_accuracy_round")
+        new_measurement = measured_at is not None and measured_at != self._last_accuracy_round
+        self._last_accuracy_round = measured_at
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(f"{self.prefix}/{key}", float(value), step)
-            measured_at = info.get("test_accuracy_round")
-            if measured_at is not None and measured_at != self._last_accuracy_round:
+            if new_measurement:
                 self.writer.add_scalar(f"{self.prefix}/test_accuracy", info["test_accuracy"], measured_at)
-        if info.get("test_accuracy_round") != self._last_accuracy_round:
-            self._last_accuracy_round = info.get("test_accuracy_round")
         self._csv.writerow([step, *(values.get(k, "") for k in SCALARS), info.get("test_accuracy", ""),
                             info.get("test_accuracy_round", "")])
         if "credit" in info:
